@@ -1,0 +1,265 @@
+"""Typed run configuration: YAML -> pydantic models, with `--set section.key=value` overrides.
+
+Every key is validated before any work starts; unknown keys, wrong types and out-of-range
+values become one-line `ReslabError`s that name the key, the value and what was expected.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ReslabError
+
+AUGMENT_PRESETS = ("none", "flip", "crop", "crop-flip", "crop-flip-gray", "imagenet-phase1",
+                   "imagenet-phase2")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    source: Literal["digits", "cifar10", "folder"] = "digits"
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    split_seed: int = 0
+    max_per_class: int | None = Field(None, ge=1)
+    image_size: int | None = Field(None, ge=4, le=4096)
+    resize: int | None = Field(None, ge=4, le=8192)
+    center_crop: int | None = Field(None, ge=4, le=8192)
+    augment: str = "crop-flip"
+    pad: int = Field(4, ge=0, le=64)
+    gray_p: float = Field(0.1, ge=0.0, le=1.0)
+    format: Literal["auto", "srgb", "linear", "log"] = "auto"
+    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
+    cache_dir: str | None = None
+    skip_bad: bool = False
+    workers: int | None = Field(None, ge=1, le=64)
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment(cls, v: str) -> str:
+        if v not in AUGMENT_PRESETS:
+            raise ValueError(f"expected one of {', '.join(AUGMENT_PRESETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1")
+        if self.source in ("folder",) and not self.root:
+            raise ValueError("data.root is required for data.source: folder")
+        return self
+
+
+class HeadConfig(Section):
+    hidden: list[int] = Field(default_factory=list)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batchnorm: bool = False
+
+
+class ModelConfig(Section):
+    arch: str = "resnet20"
+    width: int | None = Field(None, ge=1, le=4096)
+    num_classes: int | None = Field(None, ge=2)
+    max_params: int | None = Field(None, ge=1)
+    block: Literal["basic", "bottleneck"] | None = None
+    layers: list[int] | None = None
+    stem_kernel: int = Field(3, ge=1, le=11)
+    kernel_size: int = Field(3, ge=1, le=11)
+    pool_size: int = Field(1, ge=1, le=16)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    shortcut: Literal["projection", "zeropad"] = "projection"
+    pretrained: bool | str = False
+    head: Literal["linear"] | HeadConfig = "linear"
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(n < 1 for n in v)):
+            raise ValueError("expected a non-empty list of block counts >= 1")
+        return v
+
+
+class EarlyStopConfig(Section):
+    enabled: bool = False
+    monitor: Literal["val_acc", "val_loss", "train_loss", "train_acc"] = "val_acc"
+    min_delta: float = Field(0.0, ge=0.0)
+    patience: int = Field(5, ge=1)
+    start_epoch: int = Field(0, ge=0)
+
+
+class PlateauConfig(Section):
+    monitor: Literal["val_acc", "val_loss", "train_loss", "train_acc"] = "val_loss"
+    factor: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: int = Field(3, ge=0)
+
+
+class PhaseConfig(Section):
+    epochs: int = Field(..., ge=1)
+    augment: str | None = None
+    optimizer: Literal["sgd", "adam", "adamw", "adadelta"] | None = None
+    lr: float | None = Field(None, gt=0.0)
+    lr_scale: float | None = Field(None, gt=0.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    start_from: Literal["best", "last"] = "last"
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    eval_batch_size: int = Field(512, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw", "adadelta"] = "sgd"
+    lr: float = Field(0.1, gt=0.0, le=100.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0.0, lt=1.0)
+    scheduler: Literal["none", "step", "cosine", "onecycle", "plateau"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    step_size: int = Field(30, ge=1)
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    plateau: PlateauConfig = Field(default_factory=PlateauConfig)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    early_stopping: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1, le=1024)
+    channels_last: bool = True
+    compile: bool = False
+    amp: Literal["auto", "off", "bf16"] = "auto"
+    time_budget: str | None = None
+    tta: bool = False
+    ema: float | None = Field(None, gt=0.0, lt=1.0)
+    freeze_backbone_epochs: int = Field(0, ge=0)
+    backbone_lr_scale: float = Field(1.0, gt=0.0)
+    phases: list[PhaseConfig] = Field(default_factory=list)
+    sync_bn: bool = False
+    progress: bool | None = None
+    tensorboard: bool = True
+    report: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+
+class Config(Section):
+    name: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'90s', '30m', '1.5h', '1h30m' or a number of seconds -> seconds."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms]?)", text.strip())
+        if not parts or re.sub(r"[\d.\shms]", "", text):
+            raise ValueError(f"expected a duration like 90s, 30m or 1.5h, got {text!r}")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1, "": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {text!r}")
+    return seconds
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-after",)))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key!r}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    where = f"{key}{shown}: " if key else ""
+    return f"{source}: {where}{msg}"
+
+
+def validate(raw: dict, source: str = "config") -> Config:
+    """Validate a plain mapping into a Config, or raise a one-line ReslabError."""
+    if not isinstance(raw, dict):
+        raise ReslabError(f"{source}: expected a mapping with sections data, model, train")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ReslabError(_format_error(err, source)) from None
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply `section.key=value` strings; values are parsed as YAML (so 0.1, true, [1,2])."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ReslabError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        set_key(raw, key.strip(), value)
+    return raw
+
+
+def set_key(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ReslabError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ReslabError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise ReslabError(f"{path}: expected a mapping with sections data, model, train")
+    return raw
+
+
+def load_config(source: str | Path | dict | Config | None = None,
+                overrides: list[str] | None = None) -> Config:
+    """A path, a mapping, a Config or None (all defaults), plus overrides -> validated Config."""
+    if isinstance(source, Config):
+        raw, name = source.to_dict(), "config"
+    elif isinstance(source, dict):
+        raw, name = source, "config"
+    elif source is None:
+        raw, name = {}, "config"
+    else:
+        raw, name = read_yaml(source), str(source)
+    return validate(apply_overrides(raw, overrides), name)

@@ -1,0 +1,140 @@
+"""Data path: config -> decoded tensors split into train/val/test, plus normalisation stats."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import ReslabError
+from .cache import Preprocess, decode_files
+from .sources import Listing, load_listing, stratified_split
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor                    # (N,C,H,W) uint8, or float16 for HDR data
+    labels: torch.Tensor                    # (N,) int64
+    paths: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DataBundle:
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet | None
+    classes: list[str]
+    mean: list[float]                       # per channel, in [0,1] units
+    std: list[float]
+    scale: float                            # 255 for uint8 caches, 1 for float16
+    fmt: str                                # srgb | linear | log
+    bad_files: list[str] = field(default_factory=list)
+
+    @property
+    def in_chans(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+    def norm(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "scale": self.scale, "fmt": self.fmt}
+
+
+def preprocess_of(cfg: DataConfig) -> Preprocess:
+    return Preprocess(cfg.resize, cfg.center_crop, cfg.image_size)
+
+
+def decode_listing(listing: Listing, cfg: DataConfig, progress: bool = True) -> tuple:
+    """(images, labels, split, paths) with folder files decoded through the cache."""
+    if listing.arrays is not None:
+        images = listing.arrays
+        if cfg.image_size and images.shape[-1] != cfg.image_size:
+            from .cache import resample
+
+            images = np.stack([resample(a, cfg.image_size, cfg.image_size) for a in images])
+        return images, listing.labels, listing.split, None
+    images, kept = decode_files(listing.files, preprocess_of(cfg), cfg.cache_dir, cfg.skip_bad,
+                                cfg.workers, progress)
+    split = listing.split[kept] if listing.split is not None else None
+    paths = [str(listing.files[i]) for i in kept]
+    return images, listing.labels[kept], split, paths
+
+
+def first_per_class(labels: np.ndarray, k: int) -> np.ndarray:
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:k] for c in np.unique(labels)]))
+
+
+def assign_splits(labels: np.ndarray, split: np.ndarray | None, cfg: DataConfig) -> np.ndarray:
+    """Fill in whatever split the source left open with a seeded, stratified hold-out."""
+    if split is None:
+        return stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    split = split.copy()
+    train = np.flatnonzero(split == 0)
+    if not (split == 1).any() and cfg.val_fraction > 0:
+        frac_test = 0.0 if (split == 2).any() else cfg.test_fraction
+        sub = stratified_split(labels[train], cfg.val_fraction, frac_test, cfg.split_seed)
+        split[train] = sub
+    return split
+
+
+def channel_stats(images: torch.Tensor, scale: float) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std in [0,1] units, in chunks so a uint8 cache is never copied whole."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    sq = torch.zeros_like(total)
+    for chunk in images.split(4096):
+        x = chunk.to(torch.float64) / scale
+        total += x.sum((0, 2, 3))
+        sq += (x * x).sum((0, 2, 3))
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / n
+    std = (sq / n - mean**2).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def detect_format(cfg: DataConfig, images: np.ndarray, paths: list[str] | None) -> str:
+    if cfg.format != "auto":
+        return cfg.format
+    if images.dtype == np.uint8:
+        return "srgb"
+    if paths and paths[0].lower().endswith(".exr"):
+        return "log"
+    return "linear"
+
+
+def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:
+    """Read, decode (once, cached) and split the configured data source."""
+    listing = load_listing(cfg)
+    images, labels, split, paths = decode_listing(listing, cfg, progress)
+    if cfg.max_per_class and listing.arrays is not None:
+        keep = first_per_class(labels, cfg.max_per_class)
+        images, labels = images[keep], labels[keep]
+        split = split[keep] if split is not None else None
+    split = assign_splits(labels, split, cfg)
+    sets = {}
+    for i, name in enumerate(("train", "val", "test")):
+        idx = np.flatnonzero(split == i)
+        sets[name] = ImageSet(torch.from_numpy(np.ascontiguousarray(images[idx])),
+                              torch.from_numpy(labels[idx]),
+                              [paths[j] for j in idx] if paths else None) if len(idx) else None
+    if sets["train"] is None:
+        raise ReslabError(f"data: no training images left after the split "
+                          f"(val_fraction={cfg.val_fraction}, test_fraction={cfg.test_fraction})")
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    if cfg.normalize == "dataset":
+        mean, std = channel_stats(sets["train"].images, scale)
+    elif cfg.normalize == "imagenet":
+        mean, std = list(IMAGENET_MEAN[: images.shape[1]]), list(IMAGENET_STD[: images.shape[1]])
+    else:
+        mean, std = [0.0] * images.shape[1], [1.0] * images.shape[1]
+    return DataBundle(sets["train"], sets["val"], sets["test"], listing.classes, mean, std,
+                      scale, detect_format(cfg, images, paths))

@@ -1,0 +1,94 @@
+"""Batches from a decoded ImageSet: gather, move, augment and normalise on the training device.
+
+The only per-step host work is one index gather; everything else is a handful of batched
+tensor ops. Randomness comes from a generator seeded by (seed, epoch), so an epoch's batches
+are identical whether the run was interrupted or not.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from . import ImageSet
+from .augment import Augment
+
+
+class Normalizer:
+    """x -> (x / scale - mean) / std as one fused multiply-add, in float32."""
+
+    def __init__(self, mean: list[float], std: list[float], scale: float, device: torch.device):
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.mul = 1.0 / (scale * std_t)
+        self.sub = mean_t / std_t
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(-self.sub, x.float(), self.mul)
+
+
+def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + salt)
+
+
+class BatchLoader:
+    def __init__(self, data: ImageSet, batch_size: int, device: torch.device,
+                 normalize: Normalizer, augment: Augment | None = None, shuffle: bool = False,
+                 seed: int = 0, channels_last: bool = True, rank: int = 0, world_size: int = 1,
+                 to_device_whole: bool | None = None):
+        self.data, self.batch_size, self.device = data, batch_size, device
+        self.normalize, self.augment, self.shuffle = normalize, augment, shuffle
+        self.seed, self.channels_last = seed, channels_last
+        self.rank, self.world_size = rank, world_size
+        images, labels = data.images, data.labels
+        if to_device_whole is None:
+            to_device_whole = device.type == "cuda" and _fits_on_gpu(images, device)
+        if to_device_whole:
+            images, labels = images.to(device), labels.to(device)
+        elif device.type == "cuda":
+            images, labels = images.pin_memory(), labels.pin_memory()
+        self.images, self.labels = images, labels
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        n = len(self.labels)
+        order = (torch.randperm(n, generator=epoch_generator(self.seed, epoch))
+                 if self.shuffle else torch.arange(n))
+        if self.world_size > 1:
+            # Every rank draws the same permutation and takes an equal strided shard of it.
+            per_rank = n // self.world_size
+            order = order[: per_rank * self.world_size][self.rank:: self.world_size]
+        return order
+
+    def __len__(self) -> int:
+        n = len(self.labels) // self.world_size
+        full, rest = divmod(n, self.per_rank_batch)
+        return full + (1 if rest > 1 or (rest == 1 and not self.shuffle) else 0)
+
+    @property
+    def per_rank_batch(self) -> int:
+        return max(1, self.batch_size // self.world_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order(epoch).to(self.images.device)
+        gen = epoch_generator(self.seed, epoch, salt=1 + self.rank)
+        bs = self.per_rank_batch
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            if self.shuffle and len(idx) == 1:
+                break  # a lone sample breaks BatchNorm statistics; skip it this epoch
+            x = self.images[idx].to(self.device, non_blocking=True)
+            y = self.labels[idx].to(self.device, non_blocking=True)
+            if self.augment is not None:
+                x = self.augment(x, gen)
+            x = self.normalize(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)
+
+
+def _fits_on_gpu(images: torch.Tensor, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() < free // 4

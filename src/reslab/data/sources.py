@@ -1,0 +1,141 @@
+"""Where images come from: digits (bundled), CIFAR-10 (torchvision format), image folders.
+
+Each source yields a `Listing`: either decoded arrays (digits, CIFAR-10) or a list of files
+(folder) that the cache decodes once. Class names are folder names in natural order, so a
+label never depends on how another folder happens to sort.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import ReslabError
+from ..utils import natural_key, natural_sorted
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Listing:
+    classes: list[str]
+    labels: np.ndarray                       # (N,) int64
+    split: np.ndarray | None = None          # (N,) 0/1/2 for train/val/test, None: split later
+    arrays: np.ndarray | None = None         # (N,C,H,W) uint8 when already decoded
+    files: list[Path] = field(default_factory=list)
+    root: Path | None = None
+
+
+def image_extensions() -> frozenset[str]:
+    from .imageio import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def load_digits_listing() -> Listing:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 8x8 grey levels 0..16 -> uint8 0..255, one channel.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return Listing([str(i) for i in range(10)], digits.target.astype(np.int64), arrays=images)
+
+
+def load_cifar10_listing(cfg: DataConfig) -> Listing:
+    from torchvision.datasets import CIFAR10
+
+    root = Path(cfg.root or "data/cifar10").expanduser()
+    try:
+        train = CIFAR10(str(root), train=True, download=cfg.download)
+        test = CIFAR10(str(root), train=False, download=cfg.download)
+    except RuntimeError as err:
+        if cfg.download:
+            raise ReslabError(f"data.root: could not download CIFAR-10 to {root}: {err}") from None
+        raise ReslabError(
+            f"data.root: CIFAR-10 not found at {root / 'cifar-10-batches-py'}; put the extracted "
+            "'CIFAR-10 python version' there (cifar-10-python.tar.gz) or set data.download: true"
+        ) from None
+    arrays = np.concatenate([train.data, test.data]).transpose(0, 3, 1, 2)
+    labels = np.asarray(train.targets + test.targets, dtype=np.int64)
+    split = np.r_[np.zeros(len(train.data), np.int8), np.full(len(test.data), 2, np.int8)]
+    return Listing(list(train.classes), labels, split=split, arrays=np.ascontiguousarray(arrays),
+                   root=root)
+
+
+def scan_class_tree(root: Path, max_per_class: int | None = None) -> dict[str, list[Path]]:
+    """class name -> its image files (recursively, natural order); errors name the folder."""
+    if not root.is_dir():
+        raise ReslabError(f"data.root: {root} does not exist or is not a directory")
+    exts = image_extensions()
+    class_dirs = natural_sorted(d.name for d in root.iterdir()
+                                if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise ReslabError(f"data.root: {root} has no class folders "
+                          f"(expected {root}/<class>/<image>.jpg)")
+    tree = {}
+    for name in class_dirs:
+        files = [p for p in (root / name).rglob("*")
+                 if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")]
+        if not files:
+            raise ReslabError(f"class folder {root / name} has no images "
+                              f"(expected {', '.join(sorted(exts))})")
+        files.sort(key=lambda p: natural_key(str(p.relative_to(root))))
+        tree[name] = files[:max_per_class] if max_per_class else files
+    return tree
+
+
+def load_folder_listing(cfg: DataConfig) -> Listing:
+    root = Path(cfg.root).expanduser()
+    if not root.exists():
+        raise ReslabError(f"data.root: {root} does not exist")
+    layout = {s: root / s for s in SPLITS if (root / s).is_dir()}
+    if "train" not in layout:
+        return _listing_from_tree(scan_class_tree(root, cfg.max_per_class), None, root)
+    trees = {s: scan_class_tree(p, cfg.max_per_class) for s, p in layout.items()}
+    classes = list(trees["train"])
+    for s, tree in trees.items():
+        unknown = [c for c in tree if c not in classes]
+        if unknown:
+            raise ReslabError(f"{layout[s]}: class folder(s) {', '.join(unknown)} not in "
+                              f"{layout['train']} (the classes are the train folders)")
+    files, labels, split = [], [], []
+    for s, tree in trees.items():
+        for name, paths in tree.items():
+            files += paths
+            labels += [classes.index(name)] * len(paths)
+            split += [SPLITS.index(s)] * len(paths)
+    return Listing(classes, np.asarray(labels, np.int64), np.asarray(split, np.int8),
+                   files=files, root=root)
+
+
+def _listing_from_tree(tree: dict[str, list[Path]], split, root: Path) -> Listing:
+    classes = list(tree)
+    if len(classes) < 2:
+        raise ReslabError(f"data.root: {root} has {len(classes)} class folder; "
+                          "expected at least 2")
+    files = [p for paths in tree.values() for p in paths]
+    labels = np.concatenate([np.full(len(p), i, np.int64) for i, p in enumerate(tree.values())])
+    return Listing(classes, labels, split, files=files, root=root)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float,
+                     seed: int) -> np.ndarray:
+    """Seeded per-class split: returns (N,) 0/1/2 (train/val/test); each class keeps its share."""
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(labels), np.int8)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val, n_test = round(len(idx) * val_fraction), round(len(idx) * test_fraction)
+        split[idx[:n_val]] = 1
+        split[idx[n_val:n_val + n_test]] = 2
+    return split
+
+
+def load_listing(cfg: DataConfig) -> Listing:
+    if cfg.source == "digits":
+        return load_digits_listing()
+    if cfg.source == "cifar10":
+        return load_cifar10_listing(cfg)
+    return load_folder_listing(cfg)

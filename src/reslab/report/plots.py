@@ -1,0 +1,270 @@
+"""Report plots. Each function renders one PNG, writes it atomically and returns its path.
+
+Figures are built with `matplotlib.figure.Figure` (Agg canvas) instead of pyplot: no global
+figure registry, no GUI backend selection, safe to call from worker threads and headless CI.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..utils import atomic_write_bytes
+
+DPI = 110
+LEGEND_MAX = 12  # more lines than this and a legend hides the plot; colour alone must do
+
+_STYLE = {
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linestyle": "-",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "font.family": "DejaVu Sans",
+}
+
+_LABELS = {
+    "train_loss": "train loss", "val_loss": "val loss", "test_loss": "test loss",
+    "train_acc": "train accuracy", "val_acc": "val accuracy", "test_acc": "test accuracy",
+    "lr": "learning rate", "seconds": "seconds / epoch",
+}
+_SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
+
+
+@contextmanager
+def _figure(out: Path, width: float, height: float) -> Iterator[Figure]:
+    """A styled figure saved to `out` on exit. Saving happens inside the rc context because
+    ticks are created lazily at draw time and read their style from rcParams then."""
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        yield fig
+        _save(fig, out)
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    out = Path(out)
+    buf = io.BytesIO()
+    # Software metadata would embed matplotlib's URL in the PNG; reports must carry no URLs.
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _series(rows: Sequence[Mapping], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) for rows that carry a numeric `key`; missing/null entries are gaps."""
+    xs, ys = [], []
+    for i, row in enumerate(rows):
+        value = row.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            xs.append(row.get("epoch", i + 1))
+            ys.append(float(value))
+    return xs, ys
+
+
+def _has(rows: Sequence[Mapping], key: str) -> bool:
+    return bool(_series(rows, key)[0])
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.5")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_learning_curves(rows: list[dict], out: Path) -> Path:
+    """Loss and accuracy vs epoch for train/val (and test when logged) from metrics.jsonl."""
+    with _figure(out, 11, 4.2) as fig:
+        axes = fig.subplots(1, 2)
+        for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "acc", "Accuracy")):
+            drawn = False
+            for split, color in _SPLIT_COLORS.items():
+                xs, ys = _series(rows, f"{split}_{metric}")
+                if xs:
+                    ax.plot(xs, ys, color=color, label=split, marker="o" if len(xs) <= 30 else None,
+                            markersize=3.5, linewidth=1.8)
+                    drawn = True
+            _mark_best(ax, rows, metric)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(title.lower())
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if drawn:
+                ax.legend()
+            else:
+                _empty(ax, f"no {title.lower()} logged")
+    return Path(out)
+
+
+def _mark_best(ax, rows: Sequence[Mapping], metric: str) -> None:
+    """Highlight the epoch a checkpoint would be chosen from (best val accuracy)."""
+    if metric != "acc":
+        return
+    xs, ys = _series(rows, "val_acc")
+    if xs:
+        i = int(np.argmax(ys))
+        ax.axvline(xs[i], color="0.6", linestyle=":", linewidth=1)
+        # Label on the side with room: a best epoch at the right edge would clip the text.
+        left = i >= len(xs) / 2
+        ax.annotate(f"best {ys[i]:.4f}", (xs[i], ys[i]), textcoords="offset points",
+                    xytext=(-6 if left else 6, -14), ha="right" if left else "left",
+                    fontsize=8, color="0.3",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+
+
+def plot_overlaid_curves(runs: dict[str, list[dict]], out: Path,
+                         keys: Sequence[str] = ("train_loss", "val_acc", "test_acc")) -> Path:
+    """One panel per key that any run logged, one line per run (comparisons and sweeps)."""
+    present = [k for k in keys if any(_has(rows, k) for rows in runs.values())] or list(keys[:1])
+    legend = len(runs) <= LEGEND_MAX
+    legend_rows = math.ceil(len(runs) / 4) if legend else 0
+    with _figure(out, 3.9 * len(present) + 0.6, 3.7 + 0.25 * legend_rows) as fig:
+        axes = np.atleast_1d(fig.subplots(1, len(present)))
+        colors = _run_colors(len(runs))
+        for ax, key in zip(axes, present):
+            for color, (name, rows) in zip(colors, runs.items()):
+                xs, ys = _series(rows, key)
+                if xs:
+                    ax.plot(xs, ys, color=color, label=name, linewidth=1.6, alpha=0.9,
+                            marker="o" if len(xs) <= 30 else None, markersize=3)
+            ax.set_title(_LABELS.get(key, key))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(_LABELS.get(key, key))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if not ax.lines:
+                _empty(ax, "not logged")
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles and legend:
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(runs), 4))
+        elif handles:
+            fig.suptitle(f"{len(runs)} runs", fontsize=10, color="0.35")
+    return Path(out)
+
+
+def _run_colors(n: int) -> list:
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(i / max(n - 1, 1)) for i in range(n)]
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], out: Path) -> Path:
+    """Heatmap coloured by row-normalised rate (recall), annotated with raw counts."""
+    counts = np.asarray(matrix, dtype=float)
+    n = len(classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+    side = min(max(4.5, 0.55 * n + 2.5), 16)
+    with _figure(out, side + 1.2, side) as fig:
+        ax = fig.subplots()
+        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="fraction of true class")
+        ax.grid(False)
+        ax.set_title("Confusion matrix")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if n <= 60:  # beyond that the labels overlap into a black smear
+            ax.set_xticks(range(n), classes, rotation=45, ha="right", rotation_mode="anchor")
+            ax.set_yticks(range(n), classes)
+        if n <= 20:
+            _annotate_counts(ax, counts, norm)
+    return Path(out)
+
+
+def _annotate_counts(ax, counts: np.ndarray, norm: np.ndarray) -> None:
+    size = 9 if counts.shape[0] <= 12 else 7
+    for (i, j), value in np.ndenumerate(counts):
+        color = "white" if norm[i, j] > 0.55 else "#1f2933"
+        ax.text(j, i, f"{int(value)}", ha="center", va="center", fontsize=size, color=color)
+
+
+def plot_per_class(acc: dict[str, float], out: Path) -> Path:
+    """Horizontal bars, classes top to bottom in label order, value printed at each bar."""
+    names = list(acc)
+    values = [float(acc[n]) for n in names]
+    with _figure(out, 7.5, max(2.2, 0.32 * len(names) + 1.2)) as fig:
+        ax = fig.subplots()
+        ax.barh(range(len(names)), values, color="#4c78a8", height=0.7)
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.12)
+        ax.set_xlabel("accuracy")
+        ax.set_title("Per-class accuracy")
+        ax.grid(axis="y", visible=False)
+        if len(names) <= 40:
+            for i, value in enumerate(values):
+                text = "n/a" if math.isnan(value) else f"{value:.3f}"
+                ax.text(0 if math.isnan(value) else value, i, f" {text}", va="center", fontsize=8)
+    return Path(out)
+
+
+def plot_misclassified(images: np.ndarray, true: list[str], pred: list[str],
+                       confidence: np.ndarray, out: Path) -> Path:
+    """Grid of misclassified images, each titled 'true → pred (confidence)'."""
+    images = np.asarray(images)
+    n = len(images)
+    cols = max(1, min(8, n))
+    rows = max(1, math.ceil(n / cols))
+    with _figure(out, 2.0 * cols, 2.15 * rows) as fig:
+        axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+        longest = max((len(f"{t} → {p} (0.00)") for t, p in zip(true, pred)), default=10)
+        fontsize = max(5.5, min(8.5, 8.5 * 24 / longest))  # keep long class names inside the tile
+        for i, ax in enumerate(axes):
+            ax.axis("off")
+            if i < n:
+                _show(ax, images[i])
+                ax.set_title(f"{true[i]} → {pred[i]} ({float(confidence[i]):.2f})",
+                             fontsize=fontsize, color="#b42318", fontweight="normal")
+        if n == 0:
+            _empty(axes[0], "no misclassified images")
+    return Path(out)
+
+
+def _show(ax, image: np.ndarray) -> None:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+
+
+def plot_robustness(rows: list[dict], out: Path) -> Path:
+    """Mean accuracy per perturbation (over severities), clean accuracy as a reference line."""
+    by_name: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        by_name[str(row["perturbation"])].append(float(row["accuracy"]))
+    clean = by_name.pop("clean", None)
+    names = list(by_name)
+    means = [float(np.mean(by_name[n])) for n in names]
+    with _figure(out, max(6.0, 0.75 * len(names) + 2.5), 4.4) as fig:
+        ax = fig.subplots()
+        bars = ax.bar(range(len(names)), means, color="#4c78a8", width=0.65, label="perturbed")
+        ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize=8, padding=2)
+        if clean:
+            ax.axhline(float(np.mean(clean)), color="#d62728", linestyle="--", linewidth=1.5,
+                       label=f"clean {np.mean(clean):.4f}")
+            ax.legend(loc="upper right", ncol=2)  # headroom above 1.0 keeps it off the bars
+        ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0,
+                      ha="right" if len(names) > 4 else "center")
+        ax.set_ylim(0, 1.2)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.set_ylabel("accuracy (mean over severities)")
+        ax.set_title("Robustness to perturbations")
+        ax.grid(axis="x", visible=False)
+    return Path(out)

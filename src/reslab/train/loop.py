@@ -1,0 +1,320 @@
+"""The training loop: config -> data + model -> epochs -> run directory.
+
+Read top to bottom: `train()` sets up, `fit()` runs phases of epochs, `train_epoch()` is the
+inner loop. Metrics accumulate on the device; the host syncs once per epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, PhaseConfig, load_config
+from ..data import DataBundle, load_data
+from ..data.augment import build_augment
+from ..data.loader import BatchLoader, Normalizer
+from ..errors import ReslabError
+from ..evaluate.infer import (autocast_for, confusion_matrix, loss_and_accuracy, predict_batches,
+                              save_misclassified, write_confusion_csv)
+from ..models import build_model, count_params
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
+from .distributed import Dist
+from .optim import build_optimizer, build_scheduler, param_groups
+from .progress import progress_enabled, track
+from .rundir import RunDir
+from .runtime import amp_dtype, configure_threads, head_of, set_backbone_frozen
+from .state import EarlyStopping, better
+
+EpochCallback = Callable[[dict], None]
+
+
+class Diverged(Exception):
+    """Loss became NaN or infinite."""
+
+
+@dataclass
+class Session:
+    cfg: Config
+    run: RunDir
+    data: DataBundle
+    model: nn.Module
+    device: torch.device
+    dist: Dist
+    amp: torch.dtype | None
+    log: Callable[[str], None] = print
+    rows: list[dict] = field(default_factory=list)
+
+
+def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
+          overrides: list[str] | None = None, on_epoch: EpochCallback | None = None,
+          quiet: bool = False) -> dict:
+    """Train from a config (path, mapping or Config) into a run directory; returns result.json.
+
+    `resume` continues the run in that directory from its last.pt. `on_epoch` is called with
+    each epoch's metrics row on rank 0 and may raise (e.g. optuna.TrialPruned) to stop.
+    """
+    dist = Dist.from_env()
+    if resume is not None:
+        run = RunDir.existing(resume)
+        cfg = load_config(run.config, overrides)
+    else:
+        cfg = load_config(config, overrides)
+        run = None
+    configure_threads(cfg.train.threads, dist)
+    device = dist.device(cfg.train.device)
+    data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
+    num_classes = cfg.model.num_classes or len(data.classes)
+    if num_classes < len(data.classes):
+        raise ReslabError(f"model.num_classes = {num_classes}: the data has "
+                          f"{len(data.classes)} classes")
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, num_classes, data.in_chans)
+    if run is None:
+        run = RunDir.new(cfg, out) if dist.is_main else RunDir(out or "")
+        run = dist.broadcast_run(run)
+    if dist.is_main:
+        run.write_start(cfg, data.classes)
+    session = Session(cfg, run, data, model.to(device), device, dist, amp_dtype(cfg.train.amp, device),
+                      log=(lambda s: None) if quiet or not dist.is_main else print)
+    try:
+        return fit(session, resume is not None, on_epoch)
+    finally:
+        dist.close()
+
+
+def fit(s: Session, resuming: bool, on_epoch: EpochCallback | None) -> dict:
+    cfg, phases = s.cfg, s.cfg.train.phases or [PhaseConfig(epochs=s.cfg.train.epochs)]
+    state = {"epoch": 0, "phase": 0, "phase_done": False, "best": None, "best_epoch": 0,
+             "seconds": 0.0}
+    ckpt = None
+    if resuming:
+        ckpt = load_checkpoint(s.run.last)
+        load_weights(s.model, ckpt["model"], s.run.last)
+        state.update({k: ckpt[k] for k in state})
+        s.rows = s.run.truncate_metrics(state["epoch"]) if s.dist.is_main else []
+        s.log(f"Resuming {s.run.path} after epoch {state['epoch']}")
+    params = count_params(s.model)
+    s.log(f"{cfg.model.arch}: {params:,} parameters, {len(s.data.train):,} train / "
+          f"{len(s.data.val or []):,} val / {len(s.data.test or []):,} test images, "
+          f"device {s.device}, run {s.run.path}")
+    stop_reason = "completed"
+    first = state["phase"] + (1 if state["phase_done"] else 0)
+    for p in range(first, len(phases)):
+        begin = sum(ph.epochs for ph in phases[:p])
+        mid_phase = ckpt is not None and p == state["phase"] and not state["phase_done"]
+        stop_reason = run_phase(s, phases, p, begin, state, ckpt if mid_phase else None, on_epoch)
+        if stop_reason in ("diverged",):
+            break
+        ckpt = None
+    return finish(s, state, params, stop_reason)
+
+
+def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: dict,
+              ckpt: dict | None, on_epoch: EpochCallback | None) -> str:
+    cfg, phase = s.cfg.train, phases[p]
+    if p > 0 and ckpt is None and phase.start_from == "best" and s.run.best.exists():
+        load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
+        s.log(f"Phase {p + 1}: starting from best.pt (epoch {state['best_epoch']})")
+    lr = phase_lr(phases, p, cfg.lr)
+    train_loader = make_loader(s, phase.augment or s.cfg.data.augment, train=True)
+    opt = build_optimizer(param_groups(s.model, head_of(s.model), lr, cfg.backbone_lr_scale,
+                                       cfg.weight_decay),
+                          phase.optimizer or cfg.optimizer, lr,
+                          phase.momentum if phase.momentum is not None else cfg.momentum,
+                          cfg.nesterov, s.device)
+    sched, per_step = build_scheduler(opt, cfg, len(train_loader), phase.epochs)
+    early = EarlyStopping(cfg.early_stopping)
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        early.load_state_dict(ckpt["early_stop"])
+    model = s.dist.wrap(s.model, cfg.sync_bn)
+    for epoch in range(max(state["epoch"], begin) + 1, begin + phase.epochs + 1):
+        frozen = epoch <= cfg.freeze_backbone_epochs
+        t0, lr_used = time.perf_counter(), opt.param_groups[0]["lr"]
+        try:
+            train_loss, train_acc = train_epoch(s, model, train_loader, opt, sched if per_step
+                                                else None, epoch, frozen)
+        except Diverged:
+            s.log(f"Epoch {epoch}: loss is NaN or infinite; stopping (lower train.lr?)")
+            state["epoch"] = epoch
+            return "diverged"
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+               **validate(s, model), "lr": lr_used}
+        row["seconds"] = time.perf_counter() - t0
+        if not per_step:
+            sched.step(row[cfg.plateau.monitor] if row.get(cfg.plateau.monitor) is not None
+                       else row["train_loss"])
+        stop = early.update(epoch, monitored(row, cfg.early_stopping.monitor))
+        end_of_phase = stop or epoch == begin + phase.epochs
+        record_epoch(s, row, state, opt, sched, early, p, end_of_phase)
+        if on_epoch is not None and s.dist.is_main:
+            on_epoch(row)
+        if stop:
+            s.log(f"Early stopping after epoch {epoch}: {cfg.early_stopping.monitor} improved by "
+                  f"< {cfg.early_stopping.min_delta} for {cfg.early_stopping.patience} epochs")
+            return "early_stopping"
+    return "completed"
+
+
+def phase_lr(phases: list[PhaseConfig], p: int, base: float) -> float:
+    """A phase's LR: its own `lr`, else the previous phase's LR times its `lr_scale`."""
+    lr = base
+    for ph in phases[: p + 1]:
+        lr = ph.lr if ph.lr is not None else lr * (ph.lr_scale or 1.0)
+    return lr
+
+
+def make_loader(s: Session, augment: str, train: bool, split: str = "train") -> BatchLoader:
+    data = getattr(s.data, split)
+    norm = Normalizer(s.data.mean, s.data.std, s.data.scale, s.device)
+    cfg = s.cfg
+    return BatchLoader(data, cfg.train.batch_size if train else cfg.train.eval_batch_size,
+                       s.device, norm, build_augment(augment, cfg.data.pad, cfg.data.gray_p)
+                       if train else None, shuffle=train, seed=cfg.train.seed,
+                       channels_last=cfg.train.channels_last,
+                       rank=s.dist.rank if train else 0,
+                       world_size=s.dist.world_size if train else 1)
+
+
+def train_epoch(s: Session, model: nn.Module, loader: BatchLoader, opt, sched, epoch: int,
+                frozen: bool) -> tuple[float, float]:
+    cfg = s.cfg.train
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout: same draws after a resume
+    model.train()
+    set_backbone_frozen(unwrap(model), frozen)
+    loss_sum = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
+    seen = 0
+    check_every = 1 if s.device.type == "cpu" else 50
+    steps = track(loader.epoch(epoch), total=len(loader), description=f"epoch {epoch}",
+                  enabled=progress_enabled(cfg.progress) and s.dist.is_main)
+    for step, (x, y) in enumerate(steps):
+        with autocast_for(s.device, s.amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if step % check_every == 0 and not torch.isfinite(loss).item():
+            raise Diverged
+    totals = s.dist.all_reduce(torch.stack([loss_sum.float(), correct.float(),
+                                            torch.tensor(float(seen), device=s.device)]))
+    if not math.isfinite(totals[0].item()):
+        raise Diverged
+    return totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item()
+
+
+def validate(s: Session, model: nn.Module) -> dict:
+    out = {"val_loss": None, "val_acc": None}
+    for split in ("val", "test"):
+        if getattr(s.data, split) is None:
+            continue
+        logits, labels = predict_batches(unwrap(model), make_loader(s, "none", False, split),
+                                         tta=False, amp_dtype=s.amp)
+        out[f"{split}_loss"], out[f"{split}_acc"] = loss_and_accuracy(logits, labels)
+    return out
+
+
+def monitored(row: dict, metric: str) -> float:
+    value = row.get(metric)
+    return row[metric.replace("val_", "train_")] if value is None else value
+
+
+def record_epoch(s: Session, row: dict, state: dict, opt, sched, early: EarlyStopping, phase: int,
+                 phase_done: bool) -> None:
+    cfg = s.cfg.train
+    epoch = row["epoch"]
+    value = monitored(row, cfg.monitor)
+    state.update(epoch=epoch, phase=phase, phase_done=phase_done,
+                 seconds=state["seconds"] + row["seconds"])
+    s.rows.append(row)
+    s.log(epoch_line(row))
+    if not s.dist.is_main:
+        return
+    s.run.append_metrics(row)
+    log_tensorboard(s, row)
+    meta = {"classes": s.data.classes, "norm": s.data.norm(), "config": s.cfg.to_dict()}
+    if better(value, state["best"], cfg.monitor):
+        state.update(best=value, best_epoch=epoch)
+        save_checkpoint(s.run.best, s.model, epoch=epoch, **meta)
+    save_checkpoint(s.run.last, s.model, optimizer=opt.state_dict(),
+                    scheduler=sched.state_dict(), early_stop=early.state_dict(), **state, **meta)
+
+
+def epoch_line(row: dict) -> str:
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    return (f"Epoch {row['epoch']}, Train loss {fmt(row['train_loss'])}, Val loss "
+            f"{fmt(row['val_loss'])}, Train acc {fmt(row['train_acc'])}, Val acc "
+            f"{fmt(row['val_acc'])}, lr {row['lr']:.3g}, {row['seconds']:.1f} s")
+
+
+def log_tensorboard(s: Session, row: dict) -> None:
+    if not s.cfg.train.tensorboard:
+        return
+    if not hasattr(s, "_tb"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        s._tb = SummaryWriter(str(s.run.tb))
+    for key, value in row.items():
+        if key != "epoch" and value is not None:
+            s._tb.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+    s._tb.flush()
+
+
+def finish(s: Session, state: dict, params: int, stop_reason: str) -> dict:
+    """Final evaluation with the best weights; write confusion matrix and result.json."""
+    rows = s.rows
+    result = {"best_val_acc": max((r["val_acc"] for r in rows if r["val_acc"] is not None),
+                                  default=None),
+              "final_val_acc": rows[-1]["val_acc"] if rows else None, "test_acc": None,
+              "params": params, "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+              "stop_reason": stop_reason,
+              "seconds_per_epoch": state["seconds"] / max(1, len(rows)),
+              "seconds_total": state["seconds"]}
+    if not s.dist.is_main:
+        return result
+    if s.run.best.exists() and stop_reason != "diverged":
+        load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
+        result.update(final_evaluation(s))
+    s.run.write_result(result)
+    if getattr(s, "_tb", None):
+        s._tb.close()
+    s.log(summary_line(result, s.run.path))
+    return result
+
+
+def final_evaluation(s: Session) -> dict:
+    split = "test" if s.data.test is not None else "val"
+    data = getattr(s.data, split)
+    if data is None:
+        return {}
+    logits, labels = predict_batches(s.model, make_loader(s, "none", False, split),
+                                     tta=s.cfg.train.tta, amp_dtype=s.amp)
+    loss, acc = loss_and_accuracy(logits, labels)
+    matrix = confusion_matrix(labels, logits.argmax(1), len(s.data.classes))
+    write_confusion_csv(s.run.path / "confusion_matrix.csv", matrix, s.data.classes)
+    save_misclassified(s.run.path / "misclassified.npz", data.images, labels, logits,
+                       s.data.scale, s.data.fmt)
+    return {f"{split}_acc_best_model": acc, "eval_split": split,
+            **({"test_acc": acc, "test_loss": loss} if split == "test" else {})}
+
+
+def summary_line(result: dict, path: Path) -> str:
+    parts = [f"best val acc {result['best_val_acc']:.4f}" if result["best_val_acc"] is not None
+             else "no validation split"]
+    if result["test_acc"] is not None:
+        parts.append(f"test acc {result['test_acc']:.4f}")
+    return (f"Done ({result['stop_reason']}, {result['epochs_run']} epochs): "
+            + ", ".join(parts) + f". Run directory: {path}")
