@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import re
 import tempfile
 from pathlib import Path
@@ -30,10 +31,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _default_mode(path: str) -> None:
+    # mkstemp creates 0600 files; give the final file the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH
+                    | stat.S_IWOTH) & ~umask)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -62,6 +72,7 @@ def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -221,3 +221,16 @@ def test_malformed_contract_file_is_one_line_error(tmp_path):
     (d / "runs" / "resnet20" / "metrics.jsonl").write_text("{not json\n")
     with pytest.raises(ReslabError, match="metrics.jsonl"):
         write_report(d)
+
+
+def test_minimal_run_dir_and_robustness_markdown(tmp_path):
+    """Only metrics.jsonl is required; robustness.md is rendered when there is no CSV."""
+    d = tmp_path / "minimal"
+    _write_metrics(d, _metrics(2))
+    (d / "robustness.md").write_text("| perturbation | accuracy |\n|---|---:|\n"
+                                     "| clean | 0.8123 |\n| blur | 0.7612 |\n")
+    html = write_report(d)[0].read_text()
+    doc = assert_self_contained(html)
+    assert "Learning curves" in doc.headings and "Robustness" in doc.headings
+    assert "Confusion matrix" not in doc.headings and "Summary" not in doc.headings
+    assert '<td class="num">0.7612</td>' in html

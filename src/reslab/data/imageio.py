@@ -103,7 +103,7 @@ def _read_png16(path: Path) -> np.ndarray:
 
     data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
     with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders for TorchCodec, which has no 16-bit PNG path.
+        # torchvision 0.29 deprecates its decoders (for TorchCodec, not a dependency here).
         warnings.simplefilter("ignore", DeprecationWarning)
         chw = decode_png(data, ImageReadMode.UNCHANGED)
     return _to_rgb(chw.permute(1, 2, 0).numpy(), path)
@@ -165,7 +165,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     kind = _sniff(path)
     try:
         if kind == "png":
-            width, height = struct.unpack(">II", path.read_bytes()[16:24])
+            with open(path, "rb") as f:
+                width, height = struct.unpack(">II", f.read(24)[16:24])
             return height, width
         if kind == "tiff":
             import tifffile

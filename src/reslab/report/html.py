@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import math
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +29,8 @@ KINDS = {"metrics.jsonl": "run", "trials.csv": "sweep", "compare.csv": "comparis
 # Plot files this module writes; everything else under plots/ came from the sweep/compare command.
 OWN_PLOTS = {"learning_curves.png", "confusion_matrix.png", "per_class_accuracy.png",
              "misclassified.png", "robustness.png", "overlaid_curves.png"}
-FOUR_DECIMALS = ("acc", "loss", "value", "drop", "score")  # column names holding rates/losses
+# Column names holding rates/losses, as whole words: "val_acc" yes, "train.accum_steps" no.
+FOUR_DECIMALS = re.compile(r"(?<![a-z])(acc|accuracy|loss|value|drop|score)(?![a-z])")
 SUMMARY_KEYS = ("best_val_acc", "final_val_acc", "test_acc", "params", "epochs_run",
                 "best_epoch", "stop_reason", "seconds_per_epoch")
 
@@ -124,7 +126,8 @@ def _read(path: Path, parse) -> Any:
     """Parse a contract file; malformed content becomes a one-line ReslabError naming it."""
     try:
         return parse(path)
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError,
+            zipfile.BadZipFile) as err:
         raise ReslabError(f"{path}: cannot read ({type(err).__name__}: {err})") from None
 
 
@@ -169,14 +172,14 @@ def fmt(value: Any, key: str = "") -> str:
     number = _number(value)
     if number is None:
         return str(value)
+    if isinstance(number, float) and math.isnan(number):
+        return "—"
+    if FOUR_DECIMALS.search(key.lower()):
+        return f"{number:.4f}"  # also for ints: a drop of "0" must line up with "0.0433"
     if isinstance(number, int):
         return f"{number:,}" if key == "params" else str(number)
-    if math.isnan(number):
-        return "—"
     if "second" in key:
         return f"{number:.2f}"
-    if any(tag in key.lower() for tag in FOUR_DECIMALS):
-        return f"{number:.4f}"
     return f"{number:.4g}"
 
 

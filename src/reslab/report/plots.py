@@ -60,7 +60,10 @@ def _save(fig: Figure, out: Path) -> Path:
     out = Path(out)
     buf = io.BytesIO()
     # Software metadata would embed matplotlib's URL in the PNG; reports must carry no URLs.
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
+    # bbox_inches="tight" as a backstop: constrained layout under-sizes margins for long tick
+    # labels beside fixed-aspect heatmaps and would clip them.
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", bbox_inches="tight",
+                pad_inches=0.12, metadata={"Software": None})
     atomic_write_bytes(out, buf.getvalue())
     return out
 
@@ -168,7 +171,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], out: Path) -> Path:
     n = len(classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
-    side = min(max(4.5, 0.55 * n + 2.5), 16)
+    side = min(max(4.5, 0.5 * n + 2.5), 12)
     with _figure(out, side + 1.2, side) as fig:
         ax = fig.subplots()
         image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
@@ -196,11 +199,11 @@ def plot_per_class(acc: dict[str, float], out: Path) -> Path:
     """Horizontal bars, classes top to bottom in label order, value printed at each bar."""
     names = list(acc)
     values = [float(acc[n]) for n in names]
-    with _figure(out, 7.5, max(2.2, 0.32 * len(names) + 1.2)) as fig:
+    with _figure(out, 7.5, min(max(2.2, 0.32 * len(names) + 1.2), 22)) as fig:
         ax = fig.subplots()
         ax.barh(range(len(names)), values, color="#4c78a8", height=0.7)
-        ax.set_yticks(range(len(names)), names)
-        ax.invert_yaxis()
+        ax.set_yticks(range(len(names)), names, fontsize=9 if len(names) <= 40 else 6)
+        ax.set_ylim(len(names) - 0.5, -0.5)  # first class on top, no empty margin rows
         ax.set_xlim(0, 1.12)
         ax.set_xlabel("accuracy")
         ax.set_title("Per-class accuracy")
@@ -217,12 +220,12 @@ def plot_misclassified(images: np.ndarray, true: list[str], pred: list[str],
     """Grid of misclassified images, each titled 'true → pred (confidence)'."""
     images = np.asarray(images)
     n = len(images)
-    cols = max(1, min(8, n))
+    cols = max(1, min(6, n))  # 6 tiles of 1.8 in fit the report column without shrinking titles
     rows = max(1, math.ceil(n / cols))
-    with _figure(out, 2.0 * cols, 2.15 * rows) as fig:
+    with _figure(out, 1.8 * cols, 1.95 * rows) as fig:
         axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
         longest = max((len(f"{t} → {p} (0.00)") for t, p in zip(true, pred)), default=10)
-        fontsize = max(5.5, min(8.5, 8.5 * 24 / longest))  # keep long class names inside the tile
+        fontsize = max(5.5, min(8.5, 8.5 * 22 / longest))  # keep long class names inside the tile
         for i, ax in enumerate(axes):
             ax.axis("off")
             if i < n:

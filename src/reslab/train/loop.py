@@ -90,7 +90,7 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
 
 def fit(s: Session, resuming: bool, on_epoch: EpochCallback | None) -> dict:
     cfg, phases = s.cfg, s.cfg.train.phases or [PhaseConfig(epochs=s.cfg.train.epochs)]
-    state = {"epoch": 0, "phase": 0, "phase_done": False, "best": None, "best_epoch": 0,
+    state = {"epoch": 0, "phase": 0, "early_stopped": False, "best": None, "best_epoch": 0,
              "seconds": 0.0}
     ckpt = None
     if resuming:
@@ -104,10 +104,13 @@ def fit(s: Session, resuming: bool, on_epoch: EpochCallback | None) -> dict:
           f"{len(s.data.val or []):,} val / {len(s.data.test or []):,} test images, "
           f"device {s.device}, run {s.run.path}")
     stop_reason = "completed"
-    first = state["phase"] + (1 if state["phase_done"] else 0)
+    # A phase is finished if it stopped early or reached its (possibly extended) epoch count.
+    phase_done = state["early_stopped"] or state["epoch"] >= sum(
+        ph.epochs for ph in phases[: state["phase"] + 1])
+    first = state["phase"] + (1 if resuming and phase_done else 0)
     for p in range(first, len(phases)):
         begin = sum(ph.epochs for ph in phases[:p])
-        mid_phase = ckpt is not None and p == state["phase"] and not state["phase_done"]
+        mid_phase = ckpt is not None and p == state["phase"] and not phase_done
         stop_reason = run_phase(s, phases, p, begin, state, ckpt if mid_phase else None, on_epoch)
         if stop_reason in ("diverged",):
             break
@@ -152,8 +155,7 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
             sched.step(row[cfg.plateau.monitor] if row.get(cfg.plateau.monitor) is not None
                        else row["train_loss"])
         stop = early.update(epoch, monitored(row, cfg.early_stopping.monitor))
-        end_of_phase = stop or epoch == begin + phase.epochs
-        record_epoch(s, row, state, opt, sched, early, p, end_of_phase)
+        record_epoch(s, row, state, opt, sched, early, p, stop)
         if on_epoch is not None and s.dist.is_main:
             on_epoch(row)
         if stop:
@@ -233,11 +235,11 @@ def monitored(row: dict, metric: str) -> float:
 
 
 def record_epoch(s: Session, row: dict, state: dict, opt, sched, early: EarlyStopping, phase: int,
-                 phase_done: bool) -> None:
+                 early_stopped: bool) -> None:
     cfg = s.cfg.train
     epoch = row["epoch"]
     value = monitored(row, cfg.monitor)
-    state.update(epoch=epoch, phase=phase, phase_done=phase_done,
+    state.update(epoch=epoch, phase=phase, early_stopped=early_stopped,
                  seconds=state["seconds"] + row["seconds"])
     s.rows.append(row)
     s.log(epoch_line(row))

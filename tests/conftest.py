@@ -1,0 +1,81 @@
+"""Shared fixtures: fast configs, generated image trees, the CLI runner."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CIFAR_TRAIN = SHARED / "data" / "cifar10" / "train"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Decoded-image caches go to a temp dir, never to the user's cache."""
+    os.environ["RESLAB_CACHE"] = str(tmp_path_factory.mktemp("reslab-cache"))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    yield
+
+
+def _fast_config(**sections) -> dict:
+    """A digits config that trains an epoch in well under a second."""
+    cfg = {
+        "data": {"source": "digits", "val_fraction": 0.15, "test_fraction": 0.15,
+                 "augment": "crop", "pad": 1},
+        "model": {"arch": "resnet20", "width": 8},
+        "train": {"epochs": 2, "batch_size": 64, "lr": 0.05, "scheduler": "cosine",
+                  "tensorboard": False, "report": False, "device": "cpu", "progress": False},
+    }
+    for name, values in sections.items():
+        cfg[name].update(values)
+    return cfg
+
+
+@pytest.fixture
+def make_tree(tmp_path):
+    """Write a class-folder tree of small PNGs whose colour depends on the class."""
+
+    def make(classes=("a", "b", "c"), per_class=12, size=16, root=None, ext=".png",
+             seed=0) -> Path:
+        root = Path(root or tmp_path / "tree")
+        rng = np.random.default_rng(seed)
+        for ci, name in enumerate(classes):
+            d = root / name
+            d.mkdir(parents=True, exist_ok=True)
+            base = np.array([(ci * 97) % 256, (ci * 57 + 80) % 256, (ci * 31 + 160) % 256])
+            for i in range(per_class):
+                noise = rng.integers(-20, 21, (size, size, 3))
+                img = np.clip(base + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}{ext}")
+        return root
+
+    return make
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `reslab ARGS...` in-process; returns (exit code, stdout, stderr)."""
+    from reslab.cli import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def fast_config():
+    """fast_config(data={...}, model={...}, train={...}) -> a quick digits config mapping."""
+    return _fast_config
+
+
+@pytest.fixture
+def cifar_train() -> Path:
+    if not CIFAR_TRAIN.is_dir():
+        pytest.skip("../shared/data/cifar10/train not present")
+    return CIFAR_TRAIN

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from reslab.data.augment import (build_augment, random_crop, random_flip, random_grayscale,
+                                 to_grayscale)
+from reslab.data.loader import BatchLoader, Normalizer
+from reslab.data import ImageSet
+
+
+def batch(n=8, c=3, size=8, dtype=torch.uint8):
+    return torch.randint(0, 256, (n, c, size, size), generator=torch.Generator().manual_seed(0)
+                         ).to(dtype)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_flip_with_p1_equals_the_flipped_input_and_p0_is_identity():
+    x = batch()
+    assert torch.equal(random_flip(x, gen(), p=1.0), x.flip(3))
+    assert torch.equal(random_flip(x, gen(), p=0.0), x)
+
+
+def test_flip_is_per_sample():
+    x = batch(n=64)
+    out = random_flip(x, gen(), p=0.5)
+    flipped = [torch.equal(o, i.flip(2)) for o, i in zip(out, x)]
+    assert 10 < sum(flipped) < 54
+
+
+def test_crop_is_a_per_sample_translation_with_zero_fill():
+    x = batch(n=32, size=8)
+    out = random_crop(x, gen(), pad=2)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    shifts = []
+    for o, p in zip(out, padded):
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(o, p[:, dy:dy + 8, dx:dx + 8])]
+        assert hits, "every output is a window of the padded input"
+        shifts.append(hits[0])
+    assert len(set(shifts)) > 5  # different images get different translations
+
+
+def test_grayscale_makes_equal_channels_with_luma_weights():
+    x = batch(n=4)
+    g = random_grayscale(x, gen(), p=1.0)
+    assert torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 1], g[:, 2])
+    expected = (0.299 * x[:, 0].float() + 0.587 * x[:, 1].float() + 0.114 * x[:, 2].float())
+    assert torch.allclose(g[:, 0].float(), expected.round(), atol=1)
+    assert torch.equal(random_grayscale(x, gen(), p=0.0), x)
+    assert torch.equal(to_grayscale(x[:, :1]), x[:, :1])
+
+
+def test_presets_compose_and_are_deterministic():
+    x = batch(n=16)
+    aug = build_augment("crop-flip-gray", pad=4, gray_p=0.5)
+    a, b = aug(x, gen(3)), aug(x, gen(3))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert build_augment("none") is None
+
+
+def test_loader_normalises_shuffles_by_epoch_and_covers_every_sample():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).clone()
+    data = ImageSet(images, torch.arange(10))
+    norm = Normalizer([0.5], [0.25], 255.0, torch.device("cpu"))
+    loader = BatchLoader(data, 4, torch.device("cpu"), norm, shuffle=True, seed=1)
+    labels = torch.cat([y for _, y in loader.epoch(1)])
+    assert sorted(labels.tolist()) == list(range(10))
+    again = torch.cat([y for _, y in loader.epoch(1)])
+    other = torch.cat([y for _, y in loader.epoch(2)])
+    assert torch.equal(labels, again) and not torch.equal(labels, other)
+    x, y = next(BatchLoader(data, 4, torch.device("cpu"), norm).epoch(0))
+    assert torch.allclose(x[:, 0, 0, 0], (y.float() / 255 - 0.5) / 0.25)
+
+
+def test_distributed_shards_partition_the_global_batch():
+    data = ImageSet(torch.zeros(16, 1, 2, 2, dtype=torch.uint8), torch.arange(16))
+    norm = Normalizer([0.0], [1.0], 255.0, torch.device("cpu"))
+    single = [y for _, y in BatchLoader(data, 8, torch.device("cpu"), norm, shuffle=True,
+                                        seed=0).epoch(0)]
+    ranks = [[y for _, y in BatchLoader(data, 8, torch.device("cpu"), norm, shuffle=True, seed=0,
+                                        rank=r, world_size=2).epoch(0)] for r in range(2)]
+    for step, global_batch in enumerate(single):
+        union = torch.cat([ranks[0][step], ranks[1][step]])
+        assert sorted(union.tolist()) == sorted(global_batch.tolist())
