@@ -68,7 +68,7 @@ def decode_set(lr: LoadedRun, listing: Listing) -> ImageSet:
     if (images.dtype == np.uint8) != (lr.norm["scale"] == 255.0):
         raise ReslabError(f"{listing.root}: images are {images.dtype} but the model was trained "
                           f"on {'8-bit' if lr.norm['scale'] == 255.0 else 'HDR'} data")
-    return ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels),
+    return ImageSet(torch.from_numpy(np.array(images)), torch.from_numpy(labels),
                     paths)
 
 

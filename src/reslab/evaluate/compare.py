@@ -1,0 +1,305 @@
+"""`reslab compare STUDY.yaml`: train (or reuse) several runs and put them side by side.
+
+STUDY.yaml::
+
+    name: resnet-widths            # optional; default: the file's stem
+    robustness: false              # true (= seed suite), seed, corruptions or all
+    overrides: [train.seed=0]      # --set strings applied to every config trained here
+    runs:
+      - configs/a.yaml             # a train config, relative to the study file
+      - {name: b, model: {arch: resnet20, width: 8}, train: {epochs: 2}}   # inline config
+      - runs/old-run               # an existing run directory (has config.yaml): read only
+
+Configs are trained into DIR/runs/<name>/ (name: the config's `name`, else the file stem or
+the arch, de-duplicated with -2, -3...). An existing run directory is linked there so the
+report finds it; it is never retrained. A run directory with result.json is reused as it is,
+one with last.pt is resumed, so re-running a study picks up where it stopped.
+
+Same data for every run: the split is fixed by data.source/root, the fractions and
+data.split_seed, which are kept as each config gives them (use `overrides` to force one
+value); a warning names any of them that differ between runs. train.seed is likewise kept.
+
+Outputs: DIR/compare.csv and compare.md (one row per run), DIR/plots/overlaid_curves.png
+(train loss, val and test accuracy per epoch, one line per run) and DIR/report.html.
+With robustness, each run also gets its robustness.csv (an existing one that covers the suite
+is reused) and the table gains clean_acc, one <perturbation>_acc column per perturbation
+(mean over severities) and mean_corruption_acc.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..config import Config, _format_error, apply_overrides, load_config, read_yaml, validate
+from ..errors import ReslabError
+from ..train.loop import train
+from ..utils import atomic_write_text, read_json, read_jsonl
+from .perturb import SUITES
+from .robustness import mean_corruption_accuracy, run_robustness, suite_levels
+
+BASE_COLUMNS = ("name", "model", "format", "params", "best_val_acc", "test_acc", "epochs",
+                "seconds_per_epoch")
+SPLIT_KEYS = ("source", "root", "val_fraction", "test_fraction", "split_seed", "max_per_class")
+CURVE_KEYS = ("train_loss", "val_acc", "test_acc")
+Log = Callable[[str], None]
+
+
+class StudyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    runs: list[Any] = Field(min_length=1)
+    robustness: bool | Literal["seed", "corruptions", "all"] = False
+    overrides: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class Entry:
+    name: str
+    cfg: Config
+    run_dir: Path | None = None   # an existing run directory: read, never trained
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    entries: list[Entry]
+    suite: str | None             # robustness suite, None for no robustness
+
+
+# ----------------------------------------------------------------------------- loading
+def load_study(path: str | Path) -> Study:
+    """Read and validate STUDY.yaml (every entry's config too) or raise a one-line error."""
+    path = Path(path)
+    try:
+        spec = StudyFile.model_validate(read_yaml(path))
+    except ValidationError as err:
+        raise ReslabError(_format_error(err, str(path))) from None
+    entries = [_entry(item, i, path, spec.overrides) for i, item in enumerate(spec.runs)]
+    _dedupe(entries)
+    suite = "seed" if spec.robustness is True else (spec.robustness or None)
+    return Study(path, spec.name or path.stem, entries, suite)
+
+
+def _entry(item: Any, i: int, study: Path, overrides: list[str]) -> Entry:
+    where = f"{study}: runs[{i}]"
+    if isinstance(item, dict):
+        cfg = validate(apply_overrides(item, overrides), where)
+        return Entry(_safe(cfg.name or cfg.model.arch), cfg)
+    if not isinstance(item, str):
+        raise ReslabError(f"{where}: expected a config path, a run directory or an inline "
+                          f"config mapping, got {type(item).__name__}")
+    target = Path(item).expanduser()
+    target = target if target.is_absolute() else study.parent / target
+    if target.is_dir():
+        if not (target / "config.yaml").is_file():
+            raise ReslabError(f"{where}: {target} is a directory without config.yaml "
+                              "(not a run directory)")
+        return Entry(_safe(target.resolve().name), load_config(target / "config.yaml"), target)
+    if not target.is_file():
+        raise ReslabError(f"{where}: {target} not found (expected a config file or a run "
+                          "directory)")
+    cfg = load_config(target, overrides)
+    return Entry(_safe(cfg.name or target.stem), cfg)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+
+
+def _dedupe(entries: list[Entry]) -> None:
+    seen: set[str] = set()
+    for e in entries:
+        base, k = e.name, 2
+        while e.name in seen:
+            e.name, k = f"{base}-{k}", k + 1
+        seen.add(e.name)
+
+
+def split_warnings(entries: list[Entry]) -> list[str]:
+    """One line per data key that changes the split and differs between runs."""
+    out = []
+    for key in SPLIT_KEYS:
+        values = {e.name: getattr(e.cfg.data, key) for e in entries}
+        if len(set(map(repr, values.values()))) > 1:
+            shown = ", ".join(f"{n}: {v}" for n, v in values.items())
+            out.append(f"runs differ in data.{key} ({shown}); they are not evaluated on the "
+                       "same images")
+    return out
+
+
+# ----------------------------------------------------------------------------- running
+def run_compare(study_path: str | Path, out: str | Path | None = None, quiet: bool = False,
+                log: Log | None = None) -> list[dict]:
+    """Train or reuse every run of the study, then write compare.csv/.md, plots and report."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    study = load_study(study_path)
+    out = Path(out) if out is not None else Path("compare") / _safe(study.name)
+    for warning in split_warnings(study.entries):
+        log(f"warning: {warning}")
+    dirs = {e.name: ensure_run(e, out / "runs", quiet, log) for e in study.entries}
+    if study.suite:
+        for name, run_dir in dirs.items():
+            ensure_robustness(run_dir, study.suite, log)
+    rows = [compare_row(name, d, study.suite) for name, d in dirs.items()]
+    write_outputs(out, rows, dirs, study, log)
+    log(f"comparison: {out / 'compare.csv'}, {out / 'compare.md'}")
+    return rows
+
+
+def ensure_run(entry: Entry, runs: Path, quiet: bool, log: Log) -> Path:
+    """The entry's run directory under `runs/`, trained, resumed or reused as needed."""
+    target = runs / entry.name
+    if entry.run_dir is not None:
+        return _link_existing(entry, target, log)
+    if (target / "result.json").is_file():
+        if load_config(target / "config.yaml").to_dict() != entry.cfg.to_dict():
+            log(f"warning: {target} was trained with a different config than the study gives "
+                "now; it is reused as is (delete it to retrain)")
+        log(f"{entry.name}: finished run in {target}, reused")
+    elif (target / "last.pt").is_file():
+        log(f"{entry.name}: resuming {target}")
+        train(resume=target, quiet=quiet)
+    else:
+        log(f"{entry.name}: training into {target}")
+        train(entry.cfg, out=target, quiet=quiet)
+    return target
+
+
+def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
+    source = entry.run_dir.resolve()
+    if not (source / "result.json").is_file():
+        raise ReslabError(f"{entry.run_dir}: no result.json (an unfinished run); finish it with "
+                          f"reslab train --resume {entry.run_dir}")
+    if target.is_symlink() or not target.exists():
+        # A link, not a copy: the report reads DIR/runs/*; the run itself stays where it is.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.unlink(missing_ok=True)
+            target.symlink_to(source, target_is_directory=True)
+        except OSError as err:
+            log(f"warning: could not link {target} -> {source} ({err}); the report's learning "
+                "curves will miss this run")
+            return source
+    elif target.resolve() != source:
+        raise ReslabError(f"{target} already exists and is not {source}; rename the entry "
+                          "or remove that directory")
+    log(f"{entry.name}: existing run {source}, read only")
+    return target
+
+
+def ensure_robustness(run_dir: Path, suite: str, log: Log) -> None:
+    wanted = {(n, s) for n, s, _ in suite_levels(suite)}
+    have = {(r["perturbation"], int(r["severity"])) for r in _csv(run_dir / "robustness.csv")}
+    if wanted <= have:
+        return
+    log(f"{run_dir.name}: robustness ({suite} suite)")
+    run_robustness(run_dir, suite=suite)
+
+
+# ----------------------------------------------------------------------------- rows
+def compare_row(name: str, run_dir: Path, suite: str | None) -> dict:
+    cfg = load_config(run_dir / "config.yaml")
+    result = read_json(run_dir / "result.json")
+    row = {"name": name, "model": cfg.model.arch, "format": data_format(run_dir, cfg),
+           "params": result.get("params"), "best_val_acc": result.get("best_val_acc"),
+           "test_acc": result.get("test_acc"), "epochs": result.get("epochs_run"),
+           "seconds_per_epoch": result.get("seconds_per_epoch")}
+    if suite:
+        row.update(robustness_columns(_csv(run_dir / "robustness.csv"), suite))
+    return row
+
+
+def data_format(run_dir: Path, cfg: Config) -> str:
+    """The format the run was trained on: best.pt's norm (memory-mapped, weights not read)."""
+    ckpt = run_dir / "best.pt"
+    if ckpt.is_file():
+        try:
+            norm = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["norm"]
+            if norm.get("fmt"):
+                return norm["fmt"]
+        except Exception:  # an unreadable checkpoint only costs this column its detail
+            pass
+    return cfg.data.format
+
+
+def robustness_columns(rows: list[dict], suite: str) -> dict:
+    wanted = {n for n, _, _ in suite_levels(suite)}
+    accs: dict[str, list[float]] = {}
+    for r in rows:
+        accs.setdefault(r["perturbation"], []).append(float(r["accuracy"]))
+    cols = {"clean_acc": accs["clean"][0]}
+    cols.update({f"{n}_acc": sum(v) / len(v) for n, v in accs.items() if n in wanted})
+    parsed = [{"perturbation": r["perturbation"], "accuracy": float(r["accuracy"])} for r in rows
+              if r["perturbation"] in SUITES["corruptions"]]
+    if suite in ("corruptions", "all"):
+        cols["mean_corruption_acc"] = mean_corruption_accuracy(parsed)
+    return cols
+
+
+def _csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- outputs
+def columns_of(rows: list[dict]) -> list[str]:
+    cols = list(BASE_COLUMNS)
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    return cols
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns_of(rows), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def cell(value: Any, key: str) -> str:
+    """Table text: rates to 4 decimals, seconds to 2, params with thousands separators."""
+    if value is None:
+        return "—"
+    if isinstance(value, float) and key.endswith("_acc"):
+        return f"{value:.4f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def to_markdown(rows: list[dict], study: Study) -> str:
+    cols = columns_of(rows)
+    lines = [f"# Comparison: {study.name}", "", f"Study `{study.path}`, {len(rows)} runs.", "",
+             "| " + " | ".join(cols) + " |",
+             "|" + "|".join("---" if c in ("name", "model", "format") else "---:"
+                            for c in cols) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c), c) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, rows: list[dict], dirs: dict[str, Path], study: Study,
+                  log: Log) -> None:
+    atomic_write_text(out / "compare.csv", to_csv(rows))
+    atomic_write_text(out / "compare.md", to_markdown(rows, study))
+    try:
+        from ..report import write_report
+        from ..report.plots import plot_overlaid_curves
+    except ImportError as err:
+        log(f"warning: plots and report.html skipped: reslab.report is unavailable ({err})")
+        return
+    curves = {name: read_jsonl(d / "metrics.jsonl") for name, d in dirs.items()}
+    plot_overlaid_curves(curves, out / "plots" / "overlaid_curves.png", keys=CURVE_KEYS)
+    html, _ = write_report(out)
+    log(f"report: {html}")
