@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` (main job) and `make test` (the suite).
+# Each creates .venv if missing and installs reslab into it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test system-deps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/reslab demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+# Debian packages some tests use (PostgreSQL for multi-worker sweeps, Chromium for the report
+# browser test); those tests skip when they are missing.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    postgresql chromium >/dev/null; \
+	fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,166 @@
+"""One trial: parameters -> config -> constraint checks -> training -> objective value.
+
+Returns (state, value) for the worker to `tell`; reasons go into the trial's user attrs so
+trials.csv can say why a trial was pruned or failed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import Config, DataConfig
+from ..errors import ReslabError
+from .spec import RESULT_KEYS, Sweep
+from .study import duplicate_of
+
+Outcome = tuple[TrialState, float | None]
+
+
+@dataclass
+class TrialRunner:
+    sweep: Sweep
+    sweep_dir: Path
+    threads: int | None = None
+    _shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def __call__(self, study: optuna.Study, trial: optuna.Trial) -> Outcome:
+        params = suggest(trial, self.sweep)
+        if self.sweep.spec.sampler in ("grid", "ofat"):
+            first = duplicate_of(study, trial.number, params)
+            if first is not None:
+                trial.set_user_attr("duplicate_of", first)
+                return _stop(trial, TrialState.PRUNED, f"duplicate of trial {first} (queued twice)")
+        try:
+            cfg = self.sweep.config_for({**params, **self._thread_setting(params)})
+        except ReslabError as err:
+            return _stop(trial, TrialState.FAIL, f"invalid config: {err}")
+        over = self.over_budget(cfg)
+        if over:
+            return _stop(trial, TrialState.PRUNED, over)
+        return self.train(trial, cfg)
+
+    def _thread_setting(self, params: dict[str, Any]) -> dict[str, int]:
+        # Local workers share the machine's cores; an explicit train.threads wins.
+        if self.threads and "train.threads" not in params and self.sweep.base.train.threads is None:
+            return {"train.threads": self.threads}
+        return {}
+
+    def over_budget(self, cfg: Config) -> str | None:
+        """The model.max_params message when the model is over budget, before any data/training."""
+        if cfg.model.max_params is None:
+            return None
+        import torch
+
+        from ..models import build_model
+
+        classes, chans = self._data_shape(cfg.data)
+        try:
+            try:
+                with torch.device("meta"):  # parameter count without allocating the weights
+                    build_model(cfg.model, cfg.model.num_classes or classes, chans)
+            except ReslabError:
+                raise
+            except Exception:  # a backbone that cannot be built on meta: build it for real
+                build_model(cfg.model, cfg.model.num_classes or classes, chans)
+        except ReslabError as err:
+            if str(err).startswith("model.max_params:"):
+                return str(err)
+            raise
+        return None
+
+    def _data_shape(self, data: DataConfig) -> tuple[int, int]:
+        """(classes, channels) from the data listing only: no decoding."""
+        key = json.dumps(data.model_dump(mode="json"), sort_keys=True)
+        if key not in self._shapes:
+            from ..data.sources import load_listing
+
+            listing = load_listing(data)
+            # Folder images are decoded to RGB; decoded sources carry (N, C, H, W) arrays.
+            chans = listing.arrays.shape[1] if listing.arrays is not None else 3
+            self._shapes[key] = (len(listing.classes), int(chans))
+        return self._shapes[key]
+
+    def train(self, trial: optuna.Trial, cfg: Config) -> Outcome:
+        from ..train.loop import train
+
+        out = self.sweep_dir / "trials" / str(trial.number)
+        if out.exists():
+            # Left by a study that no longer exists (trial numbers restart with a new study).
+            print(f"reslab sweep: replacing stale trial directory {out}", file=sys.stderr)
+            shutil.rmtree(out)
+        reporter = EpochReporter(trial, self.sweep)
+        try:
+            result = train(cfg, out=out, on_epoch=reporter, quiet=True)
+        except optuna.TrialPruned as err:
+            trial.set_user_attr("epochs", reporter.epochs)
+            return _stop(trial, TrialState.PRUNED, str(err))
+        trial.set_user_attr("epochs", result["epochs_run"])
+        trial.set_user_attr("seconds_per_epoch", result["seconds_per_epoch"])
+        if result["stop_reason"] == "diverged":
+            return _stop(trial, TrialState.FAIL, f"diverged: loss became NaN or infinite in "
+                         f"epoch {result['epochs_run']}")
+        value = objective_value(self.sweep, result, reporter.rows)
+        if value is None:
+            return _stop(trial, TrialState.FAIL, f"objective {self.sweep.spec.objective.metric} "
+                         "not available (no validation/test split?)")
+        return TrialState.COMPLETE, value
+
+
+class EpochReporter:
+    """on_epoch callback: feeds the pruner each epoch's metric; raises TrialPruned to stop."""
+
+    def __init__(self, trial: optuna.Trial, sweep: Sweep):
+        self.trial, self.sweep = trial, sweep
+        metric = sweep.spec.objective.metric
+        self.key = metric if metric not in RESULT_KEYS[:2] else "val_acc"
+        self.rows: list[dict] = []
+
+    @property
+    def epochs(self) -> int:
+        return self.rows[-1]["epoch"] if self.rows else 0
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        value = row.get(self.key)
+        if value is None:
+            return
+        self.trial.report(value, row["epoch"])
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned by the {self.sweep.spec.pruner} pruner after "
+                                     f"epoch {row['epoch']} ({self.key} {value:.4f})")
+
+
+def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
+    params = {}
+    for key, f in sweep.spec.space.items():
+        if f.values is not None:
+            params[key] = trial.suggest_categorical(key, sweep.choices(key))
+        elif f.is_int:
+            params[key] = trial.suggest_int(key, f.low, f.high, step=f.step or 1, log=f.log)
+        else:
+            params[key] = trial.suggest_float(key, f.low, f.high, step=f.step, log=f.log)
+    return params
+
+
+def objective_value(sweep: Sweep, result: dict, rows: list[dict]) -> float | None:
+    """A result.json key as is; a metrics-row key: its best epoch in the objective's direction."""
+    metric = sweep.spec.objective.metric
+    if metric in RESULT_KEYS and result.get(metric) is not None:
+        return float(result[metric])
+    values = [r[metric] for r in rows if r.get(metric) is not None]
+    if not values:
+        return None
+    return float(max(values) if sweep.spec.objective.resolved_direction == "maximize"
+                 else min(values))
+
+
+def _stop(trial: optuna.Trial, state: TrialState, reason: str) -> Outcome:
+    trial.set_user_attr("reason", reason)
+    return state, None
