@@ -66,22 +66,26 @@ def test_loader_normalises_shuffles_by_epoch_and_covers_every_sample():
     data = ImageSet(images, torch.arange(10))
     norm = Normalizer([0.5], [0.25], 255.0, torch.device("cpu"))
     loader = BatchLoader(data, 4, torch.device("cpu"), norm, shuffle=True, seed=1)
-    labels = torch.cat([y for _, y in loader.epoch(1)])
+    labels = torch.cat([y for _, y, _ in loader.epoch(1)])
     assert sorted(labels.tolist()) == list(range(10))
-    again = torch.cat([y for _, y in loader.epoch(1)])
-    other = torch.cat([y for _, y in loader.epoch(2)])
+    again = torch.cat([y for _, y, _ in loader.epoch(1)])
+    other = torch.cat([y for _, y, _ in loader.epoch(2)])
     assert torch.equal(labels, again) and not torch.equal(labels, other)
-    x, y = next(BatchLoader(data, 4, torch.device("cpu"), norm).epoch(0))
+    x, y, _ = next(BatchLoader(data, 4, torch.device("cpu"), norm).epoch(0))
     assert torch.allclose(x[:, 0, 0, 0], (y.float() / 255 - 0.5) / 0.25)
 
 
 def test_distributed_shards_partition_the_global_batch():
-    data = ImageSet(torch.zeros(16, 1, 2, 2, dtype=torch.uint8), torch.arange(16))
+    data = ImageSet(torch.zeros(21, 1, 2, 2, dtype=torch.uint8), torch.arange(21))
     norm = Normalizer([0.0], [1.0], 255.0, torch.device("cpu"))
-    single = [y for _, y in BatchLoader(data, 8, torch.device("cpu"), norm, shuffle=True,
-                                        seed=0).epoch(0)]
-    ranks = [[y for _, y in BatchLoader(data, 8, torch.device("cpu"), norm, shuffle=True, seed=0,
-                                        rank=r, world_size=2).epoch(0)] for r in range(2)]
-    for step, global_batch in enumerate(single):
-        union = torch.cat([ranks[0][step], ranks[1][step]])
-        assert sorted(union.tolist()) == sorted(global_batch.tolist())
+
+    def steps(**kw):
+        return list(BatchLoader(data, 8, torch.device("cpu"), norm, shuffle=True, seed=0,
+                                **kw).epoch(0))
+
+    single, ranks = steps(), [steps(rank=r, world_size=2) for r in range(2)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 3  # 8 + 8 + 5
+    for (_, y, w), (_, y0, w0), (_, y1, w1) in zip(single, *ranks):
+        assert sorted(torch.cat([y0, y1]).tolist()) == sorted(y.tolist())
+        # Per-rank loss sums weighted this way average (over ranks) to the global mean.
+        assert w == pytest.approx(1 / len(y)) and w0 == w1 == pytest.approx(2 / len(y))

@@ -18,6 +18,15 @@ from reslab.train.runtime import head_of
 MLP = HeadConfig(hidden=[1024], dropout=0.3, batchnorm=True)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two intra-op threads spin against other processes on a shared 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Any connection attempt is recorded and refused; the test fails if one happened."""

@@ -6,18 +6,23 @@ import sys
 from collections.abc import Sequence
 
 SUITES = ("seed", "corruptions", "all")
+DESCRIPTION = """\
+Evaluate a run's best checkpoint on perturbed copies of its test split (else val, or
+--data-root). Writes robustness.csv, robustness.md and plots/robustness.png into RUN_DIR.
+The first row, clean, is the accuracy `reslab eval` reports on the same data.
+
+Perturbations act in display space: stored images are decoded to sRGB [0,1] for the run's
+format (8-bit /255; linear and log data through the sRGB curve), perturbed, and encoded back
+(8-bit data rounded to the nearest level, as the original study perturbed uint8 images).
+--raw instead adds the seed suite's amounts to the stored values, as the original study did.
+Grey images are repeated to RGB, perturbed and averaged back to one channel."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "robustness", help="accuracy of a trained run under image perturbations",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Evaluate a run's best checkpoint on perturbed copies of its test split "
-        "(else val, or --data-root). Writes robustness.csv, robustness.md and "
-        "plots/robustness.png into RUN_DIR. The first row, clean, equals `reslab eval`.\n\n"
-        "Perturbations act in display space: stored images are decoded to sRGB [0,1] for the "
-        "run's format, perturbed, and encoded back (8-bit data rounded to the nearest level).\n"
-        "Grey images are repeated to RGB, perturbed and averaged back to one channel.")
+        description=DESCRIPTION)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data-root", metavar="PATH",
                    help="a labeled class-folder tree, evaluated whole")

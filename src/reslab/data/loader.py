@@ -51,31 +51,29 @@ class BatchLoader:
 
     def _order(self, epoch: int) -> torch.Tensor:
         n = len(self.labels)
-        order = (torch.randperm(n, generator=epoch_generator(self.seed, epoch))
-                 if self.shuffle else torch.arange(n))
-        if self.world_size > 1:
-            # Every rank draws the same permutation and takes an equal strided shard of it.
-            per_rank = n // self.world_size
-            order = order[: per_rank * self.world_size][self.rank:: self.world_size]
-        return order
+        if self.shuffle:
+            return torch.randperm(n, generator=epoch_generator(self.seed, epoch))
+        return torch.arange(n)
+
+    def _global_batches(self, epoch: int) -> list[torch.Tensor]:
+        order = self._order(epoch)
+        batches = list(order.split(self.batch_size))
+        # A tiny last batch gives noisy BatchNorm statistics (one sample breaks them) and, under
+        # DDP, could leave a rank empty: drop it from training epochs.
+        if self.shuffle and batches and len(batches[-1]) < max(2, self.world_size):
+            batches.pop()
+        return batches
 
     def __len__(self) -> int:
-        n = len(self.labels) // self.world_size
-        full, rest = divmod(n, self.per_rank_batch)
-        return full + (1 if rest > 1 or (rest == 1 and not self.shuffle) else 0)
+        return len(self._global_batches(0))
 
-    @property
-    def per_rank_batch(self) -> int:
-        return max(1, self.batch_size // self.world_size)
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._order(epoch).to(self.images.device)
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+        """(x, y, weight) per step; `weight` turns this rank's summed loss into its share of
+        the global batch mean, so DDP's gradient average equals one process on the full batch."""
         gen = epoch_generator(self.seed, epoch, salt=1 + self.rank)
-        bs = self.per_rank_batch
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            if self.shuffle and len(idx) == 1:
-                break  # a lone sample breaks BatchNorm statistics; skip it this epoch
+        for idx in self._global_batches(epoch):
+            weight = self.world_size / len(idx)
+            idx = idx[self.rank:: self.world_size].to(self.images.device)
             x = self.images[idx].to(self.device, non_blocking=True)
             y = self.labels[idx].to(self.device, non_blocking=True)
             if self.augment is not None:
@@ -83,9 +81,9 @@ class BatchLoader:
             x = self.normalize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y
+            yield x, y, weight
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         return self.epoch(0)
 
 

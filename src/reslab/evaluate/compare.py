@@ -33,17 +33,19 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import Config, _format_error, apply_overrides, load_config, read_yaml, validate
 from ..errors import ReslabError
 from ..train.loop import train
 from ..utils import atomic_write_text, read_json, read_jsonl
 from .perturb import SUITES
-from .robustness import mean_corruption_accuracy, run_robustness, suite_levels
+from .robustness import (SUITE_CHOICES, mean_corruption_accuracy, run_robustness,
+                         suite_levels)
 
 BASE_COLUMNS = ("name", "model", "format", "params", "best_val_acc", "test_acc", "epochs",
                 "seconds_per_epoch")
@@ -55,9 +57,24 @@ Log = Callable[[str], None]
 class StudyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
-    runs: list[Any] = Field(min_length=1)
-    robustness: bool | Literal["seed", "corruptions", "all"] = False
+    runs: list[Any]
+    robustness: bool | str = False
     overrides: list[str] = Field(default_factory=list)
+
+    @field_validator("runs")
+    @classmethod
+    def _some_runs(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("expected at least one run (a config path, an inline config or "
+                             "a run directory)")
+        return v
+
+    @field_validator("robustness")
+    @classmethod
+    def _suite(cls, v: bool | str) -> bool | str:
+        if isinstance(v, str) and v not in SUITE_CHOICES:
+            raise ValueError(f"expected true, false or a suite: {', '.join(SUITE_CHOICES)}")
+        return v
 
 
 @dataclass
@@ -80,13 +97,24 @@ def load_study(path: str | Path) -> Study:
     """Read and validate STUDY.yaml (every entry's config too) or raise a one-line error."""
     path = Path(path)
     try:
-        spec = StudyFile.model_validate(read_yaml(path))
+        spec = StudyFile.model_validate(_read_study(path))
     except ValidationError as err:
         raise ReslabError(_format_error(err, str(path))) from None
     entries = [_entry(item, i, path, spec.overrides) for i, item in enumerate(spec.runs)]
     _dedupe(entries)
     suite = "seed" if spec.robustness is True else (spec.robustness or None)
     return Study(path, spec.name or path.stem, entries, suite)
+
+
+def _read_study(path: Path) -> dict:
+    if path.is_file():
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            raw = {}  # read_yaml below reports it with its line number
+        if raw is not None and not isinstance(raw, dict):
+            raise ReslabError(f"{path}: expected a mapping with a runs: list")
+    return read_yaml(path)
 
 
 def _entry(item: Any, i: int, study: Path, overrides: list[str]) -> Entry:
@@ -131,8 +159,10 @@ def split_warnings(entries: list[Entry]) -> list[str]:
         values = {e.name: getattr(e.cfg.data, key) for e in entries}
         if len(set(map(repr, values.values()))) > 1:
             shown = ", ".join(f"{n}: {v}" for n, v in values.items())
-            out.append(f"runs differ in data.{key} ({shown}); they are not evaluated on the "
-                       "same images")
+            why = ("the splits match only if every root holds the same images under the same "
+                   "names (e.g. trees made by reslab convert)" if key == "root"
+                   else "their train/val/test splits differ")
+            out.append(f"runs differ in data.{key} ({shown}): {why}")
     return out
 
 
@@ -192,7 +222,7 @@ def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
     elif target.resolve() != source:
         raise ReslabError(f"{target} already exists and is not {source}; rename the entry "
                           "or remove that directory")
-    log(f"{entry.name}: existing run {source}, read only")
+    log(f"{entry.name}: existing run {source}, not retrained")
     return target
 
 
@@ -232,16 +262,17 @@ def data_format(run_dir: Path, cfg: Config) -> str:
 
 
 def robustness_columns(rows: list[dict], suite: str) -> dict:
+    """clean_acc, <perturbation>_acc (mean over its severities), mean_corruption_acc."""
     wanted = {n for n, _, _ in suite_levels(suite)}
     accs: dict[str, list[float]] = {}
     for r in rows:
         accs.setdefault(r["perturbation"], []).append(float(r["accuracy"]))
     cols = {"clean_acc": accs["clean"][0]}
     cols.update({f"{n}_acc": sum(v) / len(v) for n, v in accs.items() if n in wanted})
-    parsed = [{"perturbation": r["perturbation"], "accuracy": float(r["accuracy"])} for r in rows
-              if r["perturbation"] in SUITES["corruptions"]]
-    if suite in ("corruptions", "all"):
-        cols["mean_corruption_acc"] = mean_corruption_accuracy(parsed)
+    if wanted & set(SUITES["corruptions"]):
+        cols["mean_corruption_acc"] = mean_corruption_accuracy(
+            [{"perturbation": n, "accuracy": a} for n, v in accs.items() if n in wanted
+             for a in v])
     return cols
 
 

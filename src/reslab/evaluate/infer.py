@@ -31,7 +31,7 @@ def predict_batches(model: nn.Module, batches, tta: bool = False,
     """Run `model` over (x, y) batches -> (logits (N,K) float32 on CPU, labels (N,))."""
     model.eval()
     logits, labels = [], []
-    for x, y in batches:
+    for x, y, *_ in batches:
         with autocast_for(x.device, amp_dtype):
             out = tta_logits(model, x) if tta else model(x)
         logits.append(out.float())

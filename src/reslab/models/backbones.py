@@ -123,7 +123,13 @@ def timm_features(name: str, in_chans: int, weights: Path | None) -> tuple[nn.Mo
         # classifier removal) instead of resolving the hub, so nothing touches the network.
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
         print(f"model.pretrained: loading timm weights from {weights}", file=sys.stderr)
-    net = timm.create_model(name, **kwargs)
+    try:
+        net = timm.create_model(name, **kwargs)
+    except Exception as err:  # a corrupt or mismatched cached file (any loader's error type)
+        if weights is None:
+            raise
+        raise ReslabError(f"model.pretrained: timm could not load {weights}: "
+                          f"{first_line(err)}") from None
     cfg = net.pretrained_cfg or {}
     classifier = cfg.get("classifier") or ()
     first_conv = cfg.get("first_conv")
@@ -189,12 +195,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, or pickled code that weights_only refuses
         raise ReslabError(f"model.pretrained = '{path}': could not be read safely: "
-                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                          f"{first_line(err)}") from None
     while isinstance(state, dict) and any(isinstance(state.get(k), dict) for k in CHECKPOINT_KEYS):
         state = next(state[k] for k in CHECKPOINT_KEYS if isinstance(state.get(k), dict))
     if not isinstance(state, dict):
         raise ReslabError(f"model.pretrained = '{path}': not a state dict")
     return {strip_wrappers(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def strip_wrappers(key: str) -> str:
@@ -205,7 +215,8 @@ def strip_wrappers(key: str) -> str:
 
 def to_model_keys(state: dict, model: Backbone) -> tuple[dict, list[str]]:
     """reslab keys as they are; a library state dict -> `backbone.*` minus its classifier."""
-    if any(k.startswith(("backbone.", "head.")) for k in state):
+    # Only `backbone.` marks reslab's layout: timm's own keys may start with `head.`.
+    if any(k.startswith("backbone.") for k in state):
         return state, []
     prefixes = tuple(c + "." for c in model.source_classifier)
     dropped = [k for k in state if k.startswith(prefixes)]

@@ -6,6 +6,7 @@ period and re-queued (same parameters) by the retry callback.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import optuna
@@ -32,7 +33,10 @@ def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **_heartbeat_kwargs(heartbeat))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                                 **_heartbeat_kwargs(heartbeat))
     except ImportError as err:
         raise ReslabError(f"--storage {_redact(url)}: missing database driver ({err}); "
                           "for PostgreSQL: pip install psycopg2-binary") from None

@@ -124,7 +124,12 @@ def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
     Unlike `study.ask()`, never creates a trial: an empty queue means the sweep is done.
     """
     storage = study._storage  # the study's own (cached) storage, as Study.ask uses
+    beat = heartbeat_interval(storage) is not None
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if beat:
+            # Beat before taking it: a RUNNING trial without any beat is never found stale,
+            # so a worker killed right after the pop would leave it RUNNING forever.
+            storage.record_heartbeat(t._trial_id)
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(study, t._trial_id)

@@ -46,6 +46,14 @@ class TrialRunner:
             return _stop(trial, TrialState.PRUNED, over)
         return self.train(trial, cfg)
 
+    def warm_up(self) -> None:
+        """Import torch and the training loop (and list the data) before taking a trial, so a
+        trial's seconds are its own work: a budget-pruned trial costs ~0 s."""
+        from ..train import loop  # noqa: F401
+
+        if self.sweep.base.model.max_params is not None:
+            self._data_shape(self.sweep.base.data)
+
     def _thread_setting(self, params: dict[str, Any]) -> dict[str, int]:
         # Local workers share the machine's cores; an explicit train.threads wins.
         if self.threads and "train.threads" not in params and self.sweep.base.train.threads is None:

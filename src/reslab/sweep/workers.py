@@ -63,6 +63,7 @@ def work(study: optuna.Study, runner: TrialRunner) -> int:
     failed after the grace period and re-queued, and someone has to pick them up.
     """
     interval = heartbeat_interval(study._storage)
+    runner.warm_up()
     ran = 0
     while True:
         fail_stale(study)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +42,15 @@ class Dist:
             return torch.device("cuda", self.local_rank)
         return device
 
+    def convert_sync_bn(self, model: nn.Module) -> nn.Module:
+        """BatchNorm statistics over the global batch: torch's SyncBatchNorm on GPUs, our
+        all-reduce version on CPUs (torch's supports accelerators only)."""
+        if self.world_size == 1:
+            return model
+        if next(model.parameters()).is_cuda:
+            return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return _convert_cpu_sync_bn(model)
+
     def wrap(self, model: nn.Module, sync_bn: bool = False) -> nn.Module:
         if self.world_size == 1:
             return model
@@ -65,3 +75,48 @@ class Dist:
         if self.world_size > 1 and tdist.is_initialized():
             tdist.barrier()
             tdist.destroy_process_group()
+
+
+class CpuSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose batch statistics are all-reduced over the process group.
+
+    Uses the differentiable all_reduce, so gradients flow through the shared statistics exactly
+    as through torch's SyncBatchNorm; gloo runs it on CPUs.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and tdist.is_initialized() and tdist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dtype, x = x.dtype, x.float()  # statistics in fp32, also under bf16 autocast
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count])
+        with warnings.catch_warnings():  # its suggested successor is not differentiable
+            warnings.simplefilter("ignore", FutureWarning)
+            total = all_reduce(local)
+        c = x.shape[1]
+        n = total[-1]
+        mean = total[:c] / n
+        var = total[c:2 * c] / n - mean * mean
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.lerp_(mean.detach(), m)
+            self.running_var.lerp_(var.detach() * n / (n - 1), m)
+            self.num_batches_tracked += 1
+        shape = (1, c, 1, 1)
+        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(dtype)
+
+
+def _convert_cpu_sync_bn(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CpuSyncBatchNorm):
+        new = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats)
+        new.load_state_dict(module.state_dict())
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, _convert_cpu_sync_bn(child))
+    return module

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, PhaseConfig, load_config
+from ..config import Config, PhaseConfig, load_config, parse_duration
 from ..data import DataBundle, load_data
 from ..data.augment import build_augment
 from ..data.loader import BatchLoader, Normalizer
@@ -23,9 +23,10 @@ from ..errors import ReslabError
 from ..evaluate.infer import (autocast_for, confusion_matrix, loss_and_accuracy, predict_batches,
                               save_misclassified, write_confusion_csv)
 from ..models import build_model, count_params
+from .budget import Budget, describe, probe_seconds
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
 from .distributed import Dist
-from .optim import build_optimizer, build_scheduler, param_groups
+from .optim import StepPlan, build_optimizer, build_scheduler, param_groups
 from .progress import progress_enabled, track
 from .rundir import RunDir
 from .runtime import amp_dtype, configure_threads, head_of, set_backbone_frozen
@@ -49,6 +50,7 @@ class Session:
     amp: torch.dtype | None
     log: Callable[[str], None] = print
     rows: list[dict] = field(default_factory=list)
+    budget: Budget | None = None
 
 
 def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -75,6 +77,8 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
                           f"{len(data.classes)} classes")
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, num_classes, data.in_chans)
+    if cfg.train.sync_bn:
+        model = dist.convert_sync_bn(model.to(device))
     if run is None:
         run = RunDir.new(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
@@ -91,12 +95,12 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
 def fit(s: Session, resuming: bool, on_epoch: EpochCallback | None) -> dict:
     cfg, phases = s.cfg, s.cfg.train.phases or [PhaseConfig(epochs=s.cfg.train.epochs)]
     state = {"epoch": 0, "phase": 0, "early_stopped": False, "best": None, "best_epoch": 0,
-             "seconds": 0.0}
+             "seconds": 0.0, "train_seconds": 0.0, "step": 0, "phase_step": 0}
     ckpt = None
     if resuming:
         ckpt = load_checkpoint(s.run.last)
         load_weights(s.model, ckpt["model"], s.run.last)
-        state.update({k: ckpt[k] for k in state})
+        state.update({k: ckpt[k] for k in state if k in ckpt})
         s.rows = s.run.truncate_metrics(state["epoch"]) if s.dist.is_main else []
         s.log(f"Resuming {s.run.path} after epoch {state['epoch']}")
     params = count_params(s.model)
@@ -112,7 +116,7 @@ def fit(s: Session, resuming: bool, on_epoch: EpochCallback | None) -> dict:
         begin = sum(ph.epochs for ph in phases[:p])
         mid_phase = ckpt is not None and p == state["phase"] and not phase_done
         stop_reason = run_phase(s, phases, p, begin, state, ckpt if mid_phase else None, on_epoch)
-        if stop_reason in ("diverged",):
+        if stop_reason in ("diverged", "time_budget"):
             break
         ckpt = None
     return finish(s, state, params, stop_reason)
@@ -131,38 +135,83 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
                           phase.optimizer or cfg.optimizer, lr,
                           phase.momentum if phase.momentum is not None else cfg.momentum,
                           cfg.nesterov, s.device)
-    sched, per_step = build_scheduler(opt, cfg, len(train_loader), phase.epochs)
+    budget = s.budget = plan_run(s, train_loader, phase.epochs, state)
+    plan = budget.plan if budget else StepPlan(len(train_loader) * phase.epochs)
+    sched, per_step = build_scheduler(opt, cfg, len(train_loader), plan)
     early = EarlyStopping(cfg.early_stopping)
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         early.load_state_dict(ckpt["early_stop"])
     model = s.dist.wrap(s.model, cfg.sync_bn)
-    for epoch in range(max(state["epoch"], begin) + 1, begin + phase.epochs + 1):
+    phase_start_step = state["step"] - (state["phase_step"] if ckpt is not None else 0)
+    last_epoch = None if budget else begin + phase.epochs
+    epoch = max(state["epoch"], begin)
+    while last_epoch is None or epoch < last_epoch:
+        epoch += 1
         frozen = epoch <= cfg.freeze_backbone_epochs
         t0, lr_used = time.perf_counter(), opt.param_groups[0]["lr"]
+        steps_left = plan.total_steps - (state["step"] - phase_start_step)
+        if budget:
+            budget.epoch_start()
         try:
-            train_loss, train_acc = train_epoch(s, model, train_loader, opt, sched if per_step
-                                                else None, epoch, frozen)
+            train_loss, train_acc, steps = train_epoch(
+                s, model, train_loader, opt, sched if per_step else None, epoch, frozen,
+                steps_left, budget, state["step"] - phase_start_step)
         except Diverged:
             s.log(f"Epoch {epoch}: loss is NaN or infinite; stopping (lower train.lr?)")
             state["epoch"] = epoch
             return "diverged"
+        state["step"] += steps
+        train_seconds = time.perf_counter() - t0
+        state["train_seconds"] += train_seconds
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                **validate(s, model), "lr": lr_used}
         row["seconds"] = time.perf_counter() - t0
         if not per_step:
-            sched.step(row[cfg.plateau.monitor] if row.get(cfg.plateau.monitor) is not None
-                       else row["train_loss"])
+            sched.step(monitored(row, cfg.plateau.monitor))
         stop = early.update(epoch, monitored(row, cfg.early_stopping.monitor))
-        record_epoch(s, row, state, opt, sched, early, p, stop)
+        state["phase_step"] = state["step"] - phase_start_step
+        if budget:
+            budget.end_epoch(state["phase_step"], row["seconds"] - train_seconds,
+                             *eval_sizes(s), cfg.tta)
+        out_of_time = budget is not None and budget.done(state["phase_step"])
+        record_epoch(s, row, state, opt, sched, early, p, stop or out_of_time)
         if on_epoch is not None and s.dist.is_main:
             on_epoch(row)
         if stop:
             s.log(f"Early stopping after epoch {epoch}: {cfg.early_stopping.monitor} improved by "
                   f"< {cfg.early_stopping.min_delta} for {cfg.early_stopping.patience} epochs")
             return "early_stopping"
+        if out_of_time:
+            return "time_budget"
     return "completed"
+
+
+def eval_sizes(s: Session) -> tuple[int, int]:
+    """(images evaluated after each epoch, images in the final evaluation)."""
+    n_val = sum(len(d) for d in (s.data.val, s.data.test) if d is not None)
+    return n_val, len(s.data.test or s.data.val or [])
+
+
+def plan_run(s: Session, loader: BatchLoader, epochs: int, state: dict) -> Budget | None:
+    """Print the expected duration; with train.time_budget, return the step plan that fits it."""
+    cfg = s.cfg.train
+    n_val, n_final = eval_sizes(s)
+    step_s, eval_img_s = probe_seconds(unwrap(s.model), loader.epoch(0),
+                                       lambda: autocast_for(s.device, s.amp))
+    val_s, final_s = n_val * eval_img_s, n_final * eval_img_s * (4 if cfg.tta else 1)
+    if cfg.time_budget is None:
+        total = epochs * (len(loader) * step_s + val_s) + final_s
+        s.log(f"Estimated duration: {describe(total)} ({epochs} epochs of {len(loader)} steps, "
+              f"~{describe(len(loader) * step_s + val_s)} each)")
+        return None
+    seconds = parse_duration(cfg.time_budget) - state["seconds"]
+    budget = Budget(seconds, len(loader), step_s, val_s, final_s)
+    steps = budget.plan.total_steps
+    s.log(f"Time budget {describe(seconds)}: planning {steps} steps (~{steps / len(loader):.1f} "
+          f"epochs at {loader.batch_size / step_s:.0f} img/s), re-planned every epoch")
+    return budget
 
 
 def phase_lr(phases: list[PhaseConfig], p: int, base: float) -> float:
@@ -186,7 +235,8 @@ def make_loader(s: Session, augment: str, train: bool, split: str = "train") -> 
 
 
 def train_epoch(s: Session, model: nn.Module, loader: BatchLoader, opt, sched, epoch: int,
-                frozen: bool) -> tuple[float, float]:
+                frozen: bool, max_steps: int, budget: Budget | None = None,
+                steps_before: int = 0) -> tuple[float, float, int]:
     cfg = s.cfg.train
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout: same draws after a resume
     model.train()
@@ -194,28 +244,40 @@ def train_epoch(s: Session, model: nn.Module, loader: BatchLoader, opt, sched, e
     loss_sum = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen = 0
-    check_every = 1 if s.device.type == "cpu" else 50
-    steps = track(loader.epoch(epoch), total=len(loader), description=f"epoch {epoch}",
-                  enabled=progress_enabled(cfg.progress) and s.dist.is_main)
-    for step, (x, y) in enumerate(steps):
+    # Checking the loss syncs with the device: every step on CPU (free), rarely on GPUs.
+    # Under DDP only the all-reduced epoch loss decides, so every rank stops together.
+    check_every = 0 if s.dist.world_size > 1 else 1 if s.device.type == "cpu" else 50
+    batches = track(loader.epoch(epoch), total=min(len(loader), max_steps),
+                    description=f"epoch {epoch}",
+                    enabled=progress_enabled(cfg.progress) and s.dist.is_main)
+    step = 0
+    for x, y, weight in batches:
+        if budget is not None and step % 4 == 0:
+            budget.tick(steps_before + step)
+            max_steps = budget.plan.total_steps - steps_before
+        if step >= max_steps:
+            break
         with autocast_for(s.device, s.amp):
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss_sum_batch = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing,
+                                             reduction="sum")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss_sum_batch * weight).backward()
         opt.step()
         if sched is not None:
             sched.step()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss_sum_batch.detach()
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if step % check_every == 0 and not torch.isfinite(loss).item():
+        if check_every and step % check_every == 0 and not loss_sum_batch.isfinite().item():
             raise Diverged
+        step += 1
     totals = s.dist.all_reduce(torch.stack([loss_sum.float(), correct.float(),
                                             torch.tensor(float(seen), device=s.device)]))
     if not math.isfinite(totals[0].item()):
         raise Diverged
-    return totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item()
+    n = max(1.0, totals[2].item())
+    return totals[0].item() / n, totals[1].item() / n, step
 
 
 def validate(s: Session, model: nn.Module) -> dict:
@@ -290,6 +352,9 @@ def finish(s: Session, state: dict, params: int, stop_reason: str) -> dict:
     if s.run.best.exists() and stop_reason != "diverged":
         load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
         result.update(final_evaluation(s))
+    if s.budget is not None:
+        result.update(time_budget_s=s.budget.seconds, time_used_s=s.budget.elapsed(),
+                      steps=state["phase_step"], planned_steps=s.budget.plan.total_steps)
     s.run.write_result(result)
     if getattr(s, "_tb", None):
         s._tb.close()

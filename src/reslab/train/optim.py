@@ -40,30 +40,39 @@ def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float, n
     return torch.optim.Adadelta(groups, lr=lr, **fast)
 
 
+class StepPlan:
+    """How many optimizer steps the LR schedule spans. A time budget re-plans it while training,
+    so the schedule always ends (LR -> 0) exactly when the budget does."""
+
+    def __init__(self, total_steps: int):
+        self.total_steps = max(1, int(total_steps))
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base LR at `step` of `total` (warm-up, then the chosen decay)."""
+    if cfg.scheduler == "onecycle":
+        # Linear warm-up from base/25 over the first 25% (or warmup_epochs), then linear to 0.
+        warm = round(cfg.warmup_epochs * steps_per_epoch) or max(1, round(0.25 * total))
+        if step < warm:
+            return 1 / 25 + (1 - 1 / 25) * step / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.scheduler == "cosine":
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.scheduler == "step":
+        return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
+    return 1.0
+
+
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int,
-                    epochs: int, total_steps: int | None = None):
+                    plan: StepPlan):
     """Returns (scheduler, stepped_per_batch). Plateau is stepped per epoch with a metric."""
-    total = total_steps or steps_per_epoch * epochs
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     if cfg.scheduler == "plateau":
         mode = "max" if cfg.plateau.monitor.endswith("acc") else "min"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode=mode, factor=cfg.plateau.factor, patience=cfg.plateau.patience), False
-    if cfg.scheduler == "onecycle":
-        max_lr = [g["lr"] for g in opt.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=max_lr, total_steps=max(total, 2),
-            pct_start=max(warmup / max(total, 1), 0.25) if warmup else 0.25,
-            cycle_momentum=cfg.optimizer == "sgd" and cfg.momentum > 0), True
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.scheduler == "cosine":
-            t = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-        if cfg.scheduler == "step":
-            return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(cfg, step, plan.total_steps, steps_per_epoch)), True

@@ -1,0 +1,117 @@
+"""Sweep directory files: trials.csv, best.yaml, factors.md (plots are in plots.py)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..utils import atomic_write_text
+from .spec import Sweep
+
+CSV_COLUMNS = ["number", "state", "value", "reason", "seconds"]
+MAX_ROWS_PER_FACTOR = 8
+
+
+def fmt_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def describe_reason(t: FrozenTrial, retried_by: dict[int, int]) -> str:
+    """Why a trial did not simply complete."""
+    if "reason" in t.user_attrs:
+        return str(t.user_attrs["reason"])
+    if "error" in t.user_attrs:
+        return f"error: {t.user_attrs['error']}"
+    if t.state == TrialState.FAIL:
+        if t.number in retried_by:
+            return f"worker lost (no heartbeat); retried as trial {retried_by[t.number]}"
+        return "worker lost (no heartbeat)"
+    return ""
+
+
+def _seconds(t: FrozenTrial) -> str:
+    if t.datetime_start and t.datetime_complete:
+        return f"{(t.datetime_complete - t.datetime_start).total_seconds():.3f}"
+    return ""
+
+
+def write_trials_csv(path: Path, trials: list[FrozenTrial], sweep: Sweep,
+                     retried_by: dict[int, int]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS + sweep.keys)
+    for t in trials:
+        value = "" if t.value is None or math.isnan(t.value) else repr(float(t.value))
+        writer.writerow([t.number, t.state.name, value, describe_reason(t, retried_by),
+                         _seconds(t), *(fmt_value(t.params.get(k)) for k in sweep.keys)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no COMPLETE trial yet
+        return None
+
+
+def write_best_yaml(sweep_dir: Path, best: FrozenTrial | None, sweep: Sweep) -> Path | None:
+    """best.yaml = the best trial's resolved config.yaml: `reslab train best.yaml` reproduces it."""
+    if best is None:
+        return None
+    source = sweep_dir / "trials" / str(best.number) / "config.yaml"
+    # A trial trained on another machine sharing the study has no local run directory.
+    text = source.read_text() if source.exists() else sweep.config_for(best.params).to_yaml()
+    path = sweep_dir / "best.yaml"
+    header = (f"# best trial {best.number} of this sweep ({sweep.spec.objective.metric} "
+              f"{best.value:.6g}); reproduce it with: reslab train {path}\n")
+    atomic_write_text(path, header + text)
+    return path
+
+
+def write_factors_md(path: Path, trials: list[FrozenTrial], sweep: Sweep) -> None:
+    obj = sweep.spec.objective
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    lines = ["# Factors", "",
+             f"Objective: `{obj.metric}` ({obj.resolved_direction}), over {len(done)} complete "
+             f"trial(s). For each factor: its value, the best and mean objective of the trials "
+             "with that value, and how many there were.", ""]
+    for key in sweep.keys:
+        lines += [f"## {key}", "", f"| value | best {obj.metric} | mean | count |",
+                  "|---|---|---|---|"]
+        for label, values in _groups(key, done, sweep):
+            best = max(values) if obj.resolved_direction == "maximize" else min(values)
+            lines.append(f"| {label} | {best:.4f} | {np.mean(values):.4f} | {len(values)} |")
+        lines.append("")
+    atomic_write_text(path, "\n".join(lines))
+
+
+def _groups(key: str, done: list[FrozenTrial], sweep: Sweep) -> list[tuple[str, list[float]]]:
+    """(label, objective values) per value; a continuous range is binned into quantiles."""
+    pairs = [(t.params[key], t.value) for t in done if key in t.params]
+    distinct = sorted({p for p, _ in pairs}, key=_sort_key)
+    if sweep.spec.space[key].values is not None or len(distinct) <= MAX_ROWS_PER_FACTOR:
+        return [(fmt_value(v), [val for p, val in pairs if p == v]) for v in distinct]
+    xs = np.array([p for p, _ in pairs], dtype=float)
+    edges = np.unique(np.quantile(xs, np.linspace(0, 1, 6)))
+    groups = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        last = i == len(edges) - 2
+        vals = [val for p, val in pairs if lo <= p < hi or (last and p == hi)]
+        if vals:
+            groups.append((f"{lo:.4g} to {hi:.4g}", vals))
+    return groups
+
+
+def _sort_key(v: Any) -> tuple:
+    return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) \
+        else (1, 0.0, str(v))

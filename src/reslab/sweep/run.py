@@ -1,0 +1,86 @@
+"""`run_sweep`: validate, open the study, queue the trials, run the workers, write outputs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import optuna
+
+from ..errors import ReslabError
+from ..utils import atomic_write_text, available_cores
+from .monitor import Monitor, retry_map
+from .outputs import best_trial, fmt_value, write_best_yaml, write_factors_md, write_trials_csv
+from .plots import write_plots
+from .spec import Sweep, load_sweep
+from .storage import default_url, make_storage
+from .study import fill_queue, open_study
+from .trial import TrialRunner
+from .workers import WorkerJob, run_processes, work
+
+
+def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str | None = None,
+              workers: int = 1, study_name: str | None = None) -> Path:
+    """Run (or resume, or join) the sweep in SWEEP.yaml; returns the sweep directory."""
+    if workers < 1:
+        raise ReslabError(f"--workers {workers}: expected 1 or more")
+    sweep = load_sweep(spec_path)
+    sweep_dir = Path(out) if out else Path("sweeps") / sweep.name
+    name = study_name or sweep.name
+    _claim_dir(sweep_dir, name)
+    url = storage or default_url(sweep_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
+    queued = fill_queue(study, sweep)
+    threads = max(1, available_cores() // workers)
+    print(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} trial(s) "
+          f"queued, {workers} worker(s) x {threads} thread(s); directory {sweep_dir}", flush=True)
+    with Monitor(url, name, sweep):
+        if workers == 1:
+            work(study, TrialRunner(sweep, sweep_dir, threads))
+        else:
+            run_processes(WorkerJob(sweep, sweep_dir, url, name, threads), workers)
+    write_outputs(sweep_dir, study, sweep)
+    return sweep_dir
+
+
+def _claim_dir(sweep_dir: Path, name: str) -> None:
+    """Trial directories are named by trial number, so one directory holds one study."""
+    marker = sweep_dir / "study.txt"
+    if marker.exists() and marker.read_text().strip() != name:
+        raise ReslabError(f"{sweep_dir} holds study {marker.read_text().strip()!r}, not "
+                          f"{name!r}; give another --out DIR for a different study")
+    if not marker.exists():
+        atomic_write_text(marker, name + "\n")
+
+
+def write_outputs(sweep_dir: Path, study: optuna.Study, sweep: Sweep) -> None:
+    """trials.csv, best.yaml, factors.md, plots/ and (if available) report.html."""
+    trials = study.get_trials(deepcopy=False)
+    write_trials_csv(sweep_dir / "trials.csv", trials, sweep, retry_map(trials))
+    best = best_trial(study)
+    best_path = write_best_yaml(sweep_dir, best, sweep)
+    write_factors_md(sweep_dir / "factors.md", trials, sweep)
+    write_plots(sweep_dir, study, sweep)
+    _write_report(sweep_dir)
+    counts = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    print("Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    if best is not None:
+        params = ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
+        print(f"Best trial {best.number}: {sweep.spec.objective.metric} {best.value:.4f} "
+              f"({params}); config {best_path}")
+    else:
+        print("No trial completed.")
+    print(f"Sweep directory: {sweep_dir}")
+
+
+def _write_report(sweep_dir: Path) -> None:
+    try:
+        from ..report import write_report
+    except ImportError:
+        return
+    try:
+        write_report(sweep_dir)
+    except Exception as err:  # the report is a convenience: the sweep's own files are written
+        print(f"reslab sweep: warning: report not written ({err})", file=sys.stderr)
