@@ -188,7 +188,7 @@ def parse_duration(text: str | int | float) -> float:
     return seconds
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-after",)))
     msg = first["msg"].removeprefix("Value error, ")
@@ -207,7 +207,7 @@ def validate(raw: dict, source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ReslabError(_format_error(err, source)) from None
+        raise ReslabError(format_validation_error(err, source)) from None
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reslab.config import load_config
 from reslab.errors import ReslabError
 from reslab.evaluate import compare
 from reslab.evaluate.compare import Entry, ensure_run, load_study, run_compare
@@ -114,6 +115,15 @@ def test_examples_validate(name):
     if name.startswith("resnet34"):
         assert {e.cfg.model.arch for e in study.entries} == {"tv:resnet34", "tv:vgg16"}
         assert {e.cfg.data.format for e in study.entries} == {"srgb", "linear", "log"}
+
+
+def test_resnet34_arms_match_the_format_study_configs():
+    entries = {e.name: e.cfg for e in load_study(EXAMPLES / "resnet34-vs-vgg16.yaml").entries}
+    for fmt in ("jpeg", "linear", "log"):
+        own = load_config(EXAMPLES.parent / "format-study" / f"{fmt}.yaml")
+        assert entries[f"resnet34-{fmt}"].model_copy(update={"name": own.name}) == own
+        vgg = entries[f"vgg16-{fmt}"]
+        assert vgg.data == own.data and vgg.train == own.train
 
 
 def test_config_paths_names_and_duplicates(tmp_path):

@@ -72,16 +72,6 @@ def test_cli_prints_table_and_bad_suite_is_one_line_exit_2(digits_run, cli):
     assert err.count("\n") == 1 and "--suite 'nope'" in err and "corruptions" in err
 
 
-def test_data_root_tree_on_an_rgb_run(tmp_path, make_tree, fast_config):
-    tree = make_tree(classes=("a", "b", "c"), per_class=6, size=12)
-    cfg = fast_config(data={"source": "folder", "root": str(tree), "val_fraction": 0.25,
-                            "test_fraction": 0.0, "augment": "none"})
-    reslab.train(cfg, out=tmp_path / "run", quiet=True)
-    rows = run_robustness(tmp_path / "run", data_root=tree)
-    assert rows[0]["accuracy"] == evaluate_run(tmp_path / "run", tree, write=False)["accuracy"]
-    assert len(rows) == 1 + len(SEED_SUITE)
-
-
 # ----------------------------------------------------------------------------- encodings
 def test_uint8_round_trip_is_exact_and_shift_rounds_to_levels():
     u8 = torch.arange(0, 256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16)
@@ -116,15 +106,16 @@ def test_grey_images_are_perturbed_as_rgb_and_averaged_back():
     assert torch.allclose(out, torch.full_like(grey, 0.5 + 20 / 255))
 
 
-def test_linear_tiff_run_display_and_raw_modes(tmp_path, make_tree, fast_config):
+def test_linear_tiff_rgb_run_with_data_root_display_and_raw(tmp_path, make_tree, fast_config):
     from reslab.data.convert import convert_tree
 
-    convert_tree(make_tree(per_class=6, size=12), tmp_path / "linear", "linear-tiff")
-    cfg = fast_config(data={"source": "folder", "root": str(tmp_path / "linear"),
-                            "val_fraction": 0.25, "test_fraction": 0.0, "augment": "none"})
+    tree = tmp_path / "linear"
+    convert_tree(make_tree(per_class=6, size=12), tree, "linear-tiff")
+    cfg = fast_config(data={"source": "folder", "root": str(tree), "val_fraction": 0.25,
+                            "test_fraction": 0.0, "augment": "none"})
     reslab.train(cfg, out=tmp_path / "run", quiet=True)
-    display = run_robustness(tmp_path / "run", write=False)
-    raw = run_robustness(tmp_path / "run", raw=True, write=False)
+    display = run_robustness(tmp_path / "run", data_root=tree, write=False)
+    raw = run_robustness(tmp_path / "run", data_root=tree, raw=True, write=False)
     assert display[0] == raw[0]
-    assert display[0]["accuracy"] == evaluate_run(tmp_path / "run", write=False)["accuracy"]
+    assert display[0]["accuracy"] == evaluate_run(tmp_path / "run", tree, write=False)["accuracy"]
     assert [r["perturbation"] for r in raw[1:]] == list(SEED_SUITE)

@@ -62,3 +62,30 @@ def test_two_worker_grid_runs_every_point_once_and_writes_outputs(write_sweep, t
     assert "0 trial(s) queued" in capsys.readouterr().out
     assert len(sw.load_trials(default_url(out), "sweep")) == 4
     assert sw.read_csv(out / "trials.csv") == rows
+
+
+def test_a_point_queued_twice_trains_once(write_sweep, tmp_path, sw):
+    """Two machines starting the same sweep at the same moment may both queue a point: the
+    higher-numbered copy is recorded as a duplicate and never trains."""
+    from reslab.sweep import load_sweep
+    from reslab.sweep.storage import make_storage
+    from reslab.sweep.study import open_study
+
+    path = write_sweep(sampler="grid", space={"train.lr": {"values": [0.1]}})
+    out = tmp_path / "out"
+    study = open_study(load_sweep(path), make_storage(default_url(out)), "sweep")
+    for _ in range(2):
+        study.enqueue_trial({"train.lr": 0.1})
+    assert main(["sweep", str(path), "--out", str(out)]) == 0
+    rows = sw.read_csv(out / "trials.csv")
+    assert [(r["number"], r["state"]) for r in rows] == [("0", "COMPLETE"), ("1", "PRUNED")]
+    assert rows[1]["reason"] == "duplicate of trial 0 (queued twice)"
+    assert not (out / "trials" / "1").exists()
+
+
+def test_journal_storage(write_sweep, tmp_path, sw):
+    path = write_sweep(sampler="grid", space={"model.width": {"values": [4, 8]}})
+    out, journal = tmp_path / "out", tmp_path / "journal.log"
+    assert main(["sweep", str(path), "--out", str(out), "--storage", f"journal:{journal}"]) == 0
+    assert journal.stat().st_size > 0 and not (out / "study.db").exists()
+    assert [r["state"] for r in sw.read_csv(out / "trials.csv")] == ["COMPLETE"] * 2

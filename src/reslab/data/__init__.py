@@ -88,16 +88,25 @@ def assign_splits(labels: np.ndarray, split: np.ndarray | None, cfg: DataConfig)
 
 
 def channel_stats(images: torch.Tensor, scale: float) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std in [0,1] units, in chunks so a uint8 cache is never copied whole."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    sq = torch.zeros_like(total)
-    for chunk in images.split(4096):
-        x = chunk.to(torch.float64) / scale
-        total += x.sum((0, 2, 3))
-        sq += (x * x).sum((0, 2, 3))
-    n = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / n
-    std = (sq / n - mean**2).clamp_min(1e-12).sqrt()
+    """Exact per-channel mean/std in [0,1] units, without a float copy of the whole set."""
+    if images.dtype == torch.uint8:
+        # A 256-bin histogram per channel gives exact first and second moments.
+        levels = torch.arange(256, dtype=torch.float64) / scale
+        counts = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256)
+                              for c in range(images.shape[1])]).double()
+        n = counts.sum(1)
+        mean = (counts * levels).sum(1) / n
+        sq = (counts * levels**2).sum(1) / n
+    else:
+        total = torch.zeros(images.shape[1], dtype=torch.float64)
+        sq = torch.zeros_like(total)
+        for chunk in images.split(2048):
+            x = chunk.float() / scale
+            total += x.sum((0, 2, 3)).double()
+            sq += (x * x).sum((0, 2, 3)).double()
+        n = images.shape[0] * images.shape[2] * images.shape[3]
+        mean, sq = total / n, sq / n
+    std = (sq - mean**2).clamp_min(1e-12).sqrt()
     return mean.tolist(), std.tolist()
 
 

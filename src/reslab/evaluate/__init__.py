@@ -30,6 +30,16 @@ class LoadedRun:
     norm: dict
     device: torch.device
 
+    @property
+    def amp(self) -> torch.dtype | None:
+        from ..train.runtime import amp_dtype
+
+        return amp_dtype(self.cfg.train.amp, self.device)
+
+    def predict(self, batches, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) in the precision the run trained and validated in."""
+        return predict_batches(self.model, batches, tta=tta, amp_dtype=self.amp)
+
     def loader(self, data: ImageSet, tta_batch: int | None = None) -> BatchLoader:
         norm = Normalizer(self.norm["mean"], self.norm["std"], self.norm["scale"], self.device)
         return BatchLoader(data, tta_batch or self.cfg.train.eval_batch_size, self.device, norm,
@@ -90,7 +100,7 @@ def evaluate_run(path: str | Path, data_root: str | Path | None = None, split: s
     else:
         data, split = run_split(lr, split)
     tta = lr.cfg.train.tta if tta is None else tta
-    logits, labels = predict_batches(lr.model, lr.loader(data), tta=tta)
+    logits, labels = lr.predict(lr.loader(data), tta=tta)
     loss, acc = loss_and_accuracy(logits, labels)
     matrix = confusion_matrix(labels, logits.argmax(1), len(lr.classes))
     if write:
@@ -120,7 +130,7 @@ def predict_paths(path: str | Path, images: str | Path) -> list[dict]:
     files = image_files(Path(images))
     listing = Listing(lr.classes, np.zeros(len(files), np.int64), files=files, root=Path(images))
     data = decode_set(lr, listing)
-    logits, _ = predict_batches(lr.model, lr.loader(data), tta=lr.cfg.train.tta)
+    logits, _ = lr.predict(lr.loader(data), tta=lr.cfg.train.tta)
     conf, pred = logits.softmax(1).max(1)
     return [{"path": p, "label": lr.classes[i], "confidence": float(c)}
             for p, i, c in zip(data.paths, pred.tolist(), conf.tolist())]

@@ -39,7 +39,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import Config, _format_error, apply_overrides, load_config, read_yaml, validate
+from ..config import Config, format_validation_error, apply_overrides, load_config, read_yaml, validate
 from ..errors import ReslabError
 from ..train.loop import train
 from ..utils import atomic_write_text, read_json, read_jsonl
@@ -99,7 +99,7 @@ def load_study(path: str | Path) -> Study:
     try:
         spec = StudyFile.model_validate(_read_study(path))
     except ValidationError as err:
-        raise ReslabError(_format_error(err, str(path))) from None
+        raise ReslabError(format_validation_error(err, str(path))) from None
     entries = [_entry(item, i, path, spec.overrides) for i, item in enumerate(spec.runs)]
     _dedupe(entries)
     suite = "seed" if spec.robustness is True else (spec.robustness or None)

@@ -41,7 +41,7 @@ from ..errors import ReslabError
 from ..train.progress import track
 from ..utils import atomic_write_text
 from . import LoadedRun, labeled_tree, load_run, run_split
-from .infer import loss_and_accuracy, predict_batches
+from .infer import loss_and_accuracy
 from .perturb import SEED_SUITE, SUITES, from_display, iter_suite, to_display
 
 COLUMNS = ("perturbation", "severity", "accuracy", "drop")
@@ -65,11 +65,11 @@ def run_robustness(run_dir: str | Path, data_root: str | Path | None = None,
     fmt = lr.norm.get("fmt") or ("srgb" if lr.norm["scale"] == 255.0 else "linear")
     tta = lr.cfg.train.tta
     # Same call as evaluate_run, so the clean row equals `reslab eval` bit for bit.
-    clean = loss_and_accuracy(*predict_batches(lr.model, lr.loader(data), tta=tta))[1]
+    clean = loss_and_accuracy(*lr.predict(lr.loader(data), tta=tta))[1]
     rows = [{"perturbation": "clean", "severity": 0, "accuracy": clean, "drop": 0.0}]
     for name, severity, fn in track(levels, total=len(levels), description="robustness"):
         encode = level_encoder(name, fn, raw, data.images.dtype, fmt, lr.norm["scale"])
-        logits, labels = predict_batches(lr.model, perturbed_batches(lr, data, encode), tta=tta)
+        logits, labels = lr.predict(perturbed_batches(lr, data, encode), tta=tta)
         acc = loss_and_accuracy(logits, labels)[1]
         rows.append({"perturbation": name, "severity": severity, "accuracy": acc,
                      "drop": clean - acc})

@@ -34,11 +34,16 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     threads = max(1, available_cores() // workers)
     print(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} trial(s) "
           f"queued, {workers} worker(s) x {threads} thread(s); directory {sweep_dir}", flush=True)
-    with Monitor(url, name, sweep):
-        if workers == 1:
-            work(study, TrialRunner(sweep, sweep_dir, threads))
-        else:
-            run_processes(WorkerJob(sweep, sweep_dir, url, name, threads), workers)
+    try:
+        with Monitor(url, name, sweep):
+            if workers == 1:
+                work(study, TrialRunner(sweep, sweep_dir, threads))
+            else:
+                run_processes(WorkerJob(sweep, sweep_dir, url, name, threads), workers)
+    except KeyboardInterrupt:
+        # Keep what finished; re-running the command resumes the rest.
+        write_outputs(sweep_dir, study, sweep)
+        raise
     write_outputs(sweep_dir, study, sweep)
     return sweep_dir
 

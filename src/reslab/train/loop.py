@@ -143,7 +143,7 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         early.load_state_dict(ckpt["early_stop"])
-    model = s.dist.wrap(s.model, cfg.sync_bn)
+    model = training_module(s)
     phase_start_step = state["step"] - (state["phase_step"] if ckpt is not None else 0)
     last_epoch = None if budget else begin + phase.epochs
     epoch = max(state["epoch"], begin)
@@ -186,6 +186,14 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
         if out_of_time:
             return "time_budget"
     return "completed"
+
+
+def training_module(s: Session) -> nn.Module:
+    """The module the steps run through: DDP-wrapped and/or compiled as configured."""
+    if getattr(s, "_train_module", None) is None:
+        module = s.dist.wrap(s.model, s.cfg.train.sync_bn)
+        s._train_module = torch.compile(module) if s.cfg.train.compile else module
+    return s._train_module
 
 
 def eval_sizes(s: Session) -> tuple[int, int]:
@@ -359,7 +367,20 @@ def finish(s: Session, state: dict, params: int, stop_reason: str) -> dict:
     if getattr(s, "_tb", None):
         s._tb.close()
     s.log(summary_line(result, s.run.path))
+    if s.cfg.train.report:
+        write_run_report(s)
     return result
+
+
+def write_run_report(s: Session) -> None:
+    """The HTML report is a convenience: a failure to draw it must not fail the run."""
+    try:
+        from ..report import write_report
+
+        html, _ = write_report(s.run.path)
+        s.log(f"Report: {html}")
+    except Exception as err:  # noqa: BLE001
+        s.log(f"warning: report not written ({str(err).splitlines()[0] if str(err) else err!r})")
 
 
 def final_evaluation(s: Session) -> dict:
