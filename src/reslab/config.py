@@ -129,6 +129,7 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     early_stopping: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    final_weights: Literal["best", "last"] = "best"
     seed: int = 0
     device: str = "auto"
     threads: int | None = Field(None, ge=1, le=1024)
@@ -137,7 +138,6 @@ class TrainConfig(Section):
     amp: Literal["auto", "off", "bf16"] = "auto"
     time_budget: str | None = None
     tta: bool = False
-    ema: float | None = Field(None, gt=0.0, lt=1.0)
     freeze_backbone_epochs: int = Field(0, ge=0)
     backbone_lr_scale: float = Field(1.0, gt=0.0)
     phases: list[PhaseConfig] = Field(default_factory=list)

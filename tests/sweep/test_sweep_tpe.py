@@ -50,3 +50,16 @@ def test_median_pruner_stops_weak_trials_after_an_epoch(write_sweep, tmp_path, s
         epochs = int(row["reason"].split("after epoch ")[1].split()[0])
         metrics = (out / "trials" / row["number"] / "metrics.jsonl").read_text().splitlines()
         assert epochs < 3 and len(metrics) == epochs
+
+
+def test_repeated_random_points_reuse_the_result_without_training(write_sweep, tmp_path, sw):
+    path = write_sweep(sampler="random", n_trials=3, space={"model.width": {"values": [4]}})
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out)]) == 0
+    rows = sw.read_csv(out / "trials.csv")
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    assert rows[1]["value"] == rows[2]["value"] == rows[0]["value"]
+    assert rows[1]["reason"] == "same parameters as trial 0: its result reused, not trained again"
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["0"]
+    assert (out / "best.yaml").read_text().split("\n", 1)[1] == \
+        (out / "trials" / "0" / "config.yaml").read_text()

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     classes, chans, size = data_shape(cfg)
-    model = build_model(cfg.model.model_copy(update={"max_params": None}), classes, chans)
+    model = build_model(cfg.model.model_copy(update={"max_params": None,
+                                                               "pretrained": False}), classes, chans)
     print(layer_table(model, chans, size, args.depth))
     total, trainable = count_params(model), count_params(model, trainable_only=True)
     flops = flops_per_image(model, chans, size)

@@ -46,9 +46,12 @@ class LoadedRun:
                            channels_last=self.cfg.train.channels_last)
 
 
-def load_run(path: str | Path, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
+def load_run(path: str | Path, checkpoint: str | None = None, device: str = "auto") -> LoadedRun:
+    """Rebuild a run's model from its config and load `checkpoint` (default: the weights its
+    final evaluation used, `train.final_weights`)."""
     run = RunDir.existing(path)
     cfg = load_config(run.config)
+    checkpoint = checkpoint or cfg.train.final_weights
     ckpt_path = run.best if checkpoint == "best" and run.best.exists() else run.last
     ckpt = load_checkpoint(ckpt_path)
     classes = ckpt.get("classes") or run.read_classes()

@@ -68,11 +68,12 @@ def write_best_yaml(sweep_dir: Path, best: FrozenTrial | None, sweep: Sweep) -> 
     """best.yaml = the best trial's resolved config.yaml: `reslab train best.yaml` reproduces it."""
     if best is None:
         return None
-    source = sweep_dir / "trials" / str(best.number) / "config.yaml"
+    trained = best.user_attrs.get("same_as", best.number)  # a reused result: its original
+    source = sweep_dir / "trials" / str(trained) / "config.yaml"
     # A trial trained on another machine sharing the study has no local run directory.
     text = source.read_text() if source.exists() else sweep.config_for(best.params).to_yaml()
     path = sweep_dir / "best.yaml"
-    header = (f"# best trial {best.number} of this sweep ({sweep.spec.objective.metric} "
+    header = (f"# best trial {trained} of this sweep ({sweep.spec.objective.metric} "
               f"{best.value:.6g}); reproduce it with: reslab train {path}\n")
     atomic_write_text(path, header + text)
     return path

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from ..config import Config, DataConfig
 from ..errors import ReslabError
-from .spec import RESULT_KEYS, Sweep
+from .spec import RESULT_KEYS, Sweep, point_key
 from .study import duplicate_of
 
 Outcome = tuple[TrialState, float | None]
@@ -37,6 +37,16 @@ class TrialRunner:
             if first is not None:
                 trial.set_user_attr("duplicate_of", first)
                 return _stop(trial, TrialState.PRUNED, f"duplicate of trial {first} (queued twice)")
+        else:
+            done = same_complete_trial(study, params)
+            if done is not None:
+                # TPE often re-proposes a point of a finite space. Training is seeded, so a
+                # repeat would reproduce the same result: reuse it (the Optuna FAQ's advice).
+                trial.set_user_attr("same_as", done.number)
+                trial.set_user_attr("epochs", 0)
+                trial.set_user_attr("reason", f"same parameters as trial {done.number}: its "
+                                    "result reused, not trained again")
+                return TrialState.COMPLETE, done.value
         try:
             cfg = self.sweep.config_for({**params, **self._thread_setting(params)})
         except ReslabError as err:
@@ -103,7 +113,9 @@ class TrialRunner:
             # Left by a study that no longer exists (trial numbers restart with a new study).
             print(f"reslab sweep: replacing stale trial directory {out}", file=sys.stderr)
             shutil.rmtree(out)
-        reporter = EpochReporter(trial, self.sweep)
+        phases = cfg.train.phases
+        reporter = EpochReporter(trial, self.sweep, sum(p.epochs for p in phases) if phases
+                                 else cfg.train.epochs)
         try:
             result = train(cfg, out=out, on_epoch=reporter, quiet=True)
         except optuna.TrialPruned as err:
@@ -124,8 +136,8 @@ class TrialRunner:
 class EpochReporter:
     """on_epoch callback: feeds the pruner each epoch's metric; raises TrialPruned to stop."""
 
-    def __init__(self, trial: optuna.Trial, sweep: Sweep):
-        self.trial, self.sweep = trial, sweep
+    def __init__(self, trial: optuna.Trial, sweep: Sweep, epochs: int):
+        self.trial, self.sweep, self.last_epoch = trial, sweep, epochs
         metric = sweep.spec.objective.metric
         self.key = metric if metric not in RESULT_KEYS[:2] else "val_acc"
         self.rows: list[dict] = []
@@ -140,7 +152,8 @@ class EpochReporter:
         if value is None:
             return
         self.trial.report(value, row["epoch"])
-        if self.trial.should_prune():
+        # Never prune after the last epoch: the trial has cost all it will, keep its result.
+        if row["epoch"] < self.last_epoch and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned by the {self.sweep.spec.pruner} pruner after "
                                      f"epoch {row['epoch']} ({self.key} {value:.4f})")
 
@@ -155,6 +168,14 @@ def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
         else:
             params[key] = trial.suggest_float(key, f.low, f.high, step=f.step, log=f.log)
     return params
+
+
+def same_complete_trial(study: optuna.Study, params: dict[str, Any]) -> FrozenTrial | None:
+    key = point_key(params)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if point_key(t.params) == key and "same_as" not in t.user_attrs:
+            return t
+    return None
 
 
 def objective_value(sweep: Sweep, result: dict, rows: list[dict]) -> float | None:

@@ -51,12 +51,15 @@ class Dist:
             return nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return _convert_cpu_sync_bn(model)
 
-    def wrap(self, model: nn.Module, sync_bn: bool = False) -> nn.Module:
+    def wrap(self, model: nn.Module, unused_params: bool = False) -> nn.Module:
+        """DDP around the model; `unused_params` when some parameters get no gradient in some
+        steps (a frozen backbone)."""
         if self.world_size == 1:
             return model
         if id(model) not in self._wrapped:
             ids = [self.local_rank] if next(model.parameters()).is_cuda else None
-            self._wrapped[id(model)] = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self._wrapped[id(model)] = nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, find_unused_parameters=unused_params)
         return self._wrapped[id(model)]
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:

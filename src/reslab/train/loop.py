@@ -76,7 +76,9 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
         raise ReslabError(f"model.num_classes = {num_classes}: the data has "
                           f"{len(data.classes)} classes")
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, num_classes, data.in_chans)
+    # A resumed run takes its weights from last.pt: don't fetch pretrained ones first.
+    model_cfg = cfg.model if run is None else cfg.model.model_copy(update={"pretrained": False})
+    model = build_model(model_cfg, num_classes, data.in_chans)
     if cfg.train.sync_bn:
         model = dist.convert_sync_bn(model.to(device))
     if run is None:
@@ -150,7 +152,7 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
     while last_epoch is None or epoch < last_epoch:
         epoch += 1
         frozen = epoch <= cfg.freeze_backbone_epochs
-        t0, lr_used = time.perf_counter(), opt.param_groups[0]["lr"]
+        t0, lr_used = time.perf_counter(), head_lr(opt)
         steps_left = plan.total_steps - (state["step"] - phase_start_step)
         if budget:
             budget.epoch_start()
@@ -191,7 +193,7 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
 def training_module(s: Session) -> nn.Module:
     """The module the steps run through: DDP-wrapped and/or compiled as configured."""
     if getattr(s, "_train_module", None) is None:
-        module = s.dist.wrap(s.model, s.cfg.train.sync_bn)
+        module = s.dist.wrap(s.model, unused_params=s.cfg.train.freeze_backbone_epochs > 0)
         s._train_module = torch.compile(module) if s.cfg.train.compile else module
     return s._train_module
 
@@ -206,8 +208,10 @@ def plan_run(s: Session, loader: BatchLoader, epochs: int, state: dict) -> Budge
     """Print the expected duration; with train.time_budget, return the step plan that fits it."""
     cfg = s.cfg.train
     n_val, n_final = eval_sizes(s)
-    step_s, eval_img_s = probe_seconds(unwrap(s.model), loader.epoch(0),
-                                       lambda: autocast_for(s.device, s.amp))
+    if getattr(s, "_probe", None) is None:  # once per run: phases share the measurement
+        s._probe = probe_seconds(unwrap(s.model), loader.epoch(0),
+                                 lambda: autocast_for(s.device, s.amp))
+    step_s, eval_img_s = s._probe
     val_s, final_s = n_val * eval_img_s, n_final * eval_img_s * (4 if cfg.tta else 1)
     if cfg.time_budget is None:
         total = epochs * (len(loader) * step_s + val_s) + final_s
@@ -220,6 +224,11 @@ def plan_run(s: Session, loader: BatchLoader, epochs: int, state: dict) -> Budge
     s.log(f"Time budget {describe(seconds)}: planning {steps} steps (~{steps / len(loader):.1f} "
           f"epochs at {loader.batch_size / step_s:.0f} img/s), re-planned every epoch")
     return budget
+
+
+def head_lr(opt) -> float:
+    """The LR logged per epoch: the head's, which is the base LR when the backbone is scaled."""
+    return next((g["lr"] for g in opt.param_groups if g.get("head")), opt.param_groups[0]["lr"])
 
 
 def phase_lr(phases: list[PhaseConfig], p: int, base: float) -> float:
@@ -358,7 +367,8 @@ def finish(s: Session, state: dict, params: int, stop_reason: str) -> dict:
     if not s.dist.is_main:
         return result
     if s.run.best.exists() and stop_reason != "diverged":
-        load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
+        if s.cfg.train.final_weights == "best":
+            load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
         result.update(final_evaluation(s))
     if s.budget is not None:
         result.update(time_budget_s=s.budget.seconds, time_used_s=s.budget.elapsed(),

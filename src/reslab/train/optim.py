@@ -22,7 +22,7 @@ def param_groups(model: nn.Module, head: nn.Module | None, lr: float, backbone_s
     for (is_head, decay), params in groups.items():
         scale = 1.0 if is_head or head is None else backbone_scale
         out.append({"params": params, "lr": lr * scale, "initial_lr": lr * scale,
-                    "weight_decay": weight_decay if decay else 0.0})
+                    "weight_decay": weight_decay if decay else 0.0, "head": is_head})
     return out
 
 
