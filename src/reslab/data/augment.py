@@ -25,15 +25,15 @@ def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Te
     if pad == 0:
         return x
     b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+    # Work on the NHWC view: each gathered pixel is then one contiguous C-vector, and the
+    # result is a channels_last tensor, the layout the convolutions want.
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
     batch = torch.arange(b, device=x.device)[:, None, None]
-    # Advanced indexing puts the indexed dims first: (B,H,W,C). Permuting back gives a
-    # channels_last tensor for free.
-    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)
+    return padded[batch, rows, cols].permute(0, 3, 1, 2)
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
@@ -55,7 +55,12 @@ def to_grayscale(x: torch.Tensor) -> torch.Tensor:
 
 def random_grayscale(x: torch.Tensor, gen: torch.Generator, p: float = 0.1) -> torch.Tensor:
     mask = _uniform(x.shape[0], gen, x.device) < p
-    return torch.where(mask[:, None, None, None], to_grayscale(x), x)
+    chosen = mask.nonzero().squeeze(1)
+    if len(chosen) == 0:
+        return x
+    x = x.clone()  # convert only the chosen few, not the whole batch
+    x[chosen] = to_grayscale(x[chosen])
+    return x
 
 
 def build_augment(preset: str, pad: int = 4, gray_p: float = 0.1) -> Augment | None:

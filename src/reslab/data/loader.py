@@ -43,6 +43,9 @@ class BatchLoader:
         images, labels = data.images, data.labels
         if to_device_whole is None:
             to_device_whole = device.type == "cuda" and _fits_on_gpu(images, device)
+        # Keep pixels channel-last (N,H,W,C) once, so every gathered batch comes out in the
+        # channels_last layout that augmentation and the convolutions run fastest on.
+        images = images.permute(0, 2, 3, 1).contiguous() if channels_last else images
         if to_device_whole:
             images, labels = images.to(device), labels.to(device)
         elif device.type == "cuda":
@@ -74,8 +77,11 @@ class BatchLoader:
         for idx in self._global_batches(epoch):
             weight = self.world_size / len(idx)
             idx = idx[self.rank:: self.world_size].to(self.images.device)
-            x = self.images[idx].to(self.device, non_blocking=True)
-            y = self.labels[idx].to(self.device, non_blocking=True)
+            # index_select copies whole rows; advanced indexing goes element by element.
+            x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+            y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x, gen)
             x = self.normalize(x)

@@ -81,7 +81,9 @@ def write_best_yaml(sweep_dir: Path, best: FrozenTrial | None, sweep: Sweep) -> 
 
 def write_factors_md(path: Path, trials: list[FrozenTrial], sweep: Sweep) -> None:
     obj = sweep.spec.objective
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    # A reused result ("same_as") is not another observation of its point.
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+            and "same_as" not in t.user_attrs]
     lines = ["# Factors", "",
              f"Objective: `{obj.metric}` ({obj.resolved_direction}), over {len(done)} complete "
              f"trial(s). For each factor: its value, the best and mean objective of the trials "

@@ -32,21 +32,9 @@ class TrialRunner:
 
     def __call__(self, study: optuna.Study, trial: optuna.Trial) -> Outcome:
         params = suggest(trial, self.sweep)
-        if self.sweep.spec.sampler in ("grid", "ofat"):
-            first = duplicate_of(study, trial.number, params)
-            if first is not None:
-                trial.set_user_attr("duplicate_of", first)
-                return _stop(trial, TrialState.PRUNED, f"duplicate of trial {first} (queued twice)")
-        else:
-            done = same_complete_trial(study, params)
-            if done is not None:
-                # TPE often re-proposes a point of a finite space. Training is seeded, so a
-                # repeat would reproduce the same result: reuse it (the Optuna FAQ's advice).
-                trial.set_user_attr("same_as", done.number)
-                trial.set_user_attr("epochs", 0)
-                trial.set_user_attr("reason", f"same parameters as trial {done.number}: its "
-                                    "result reused, not trained again")
-                return TrialState.COMPLETE, done.value
+        done = self.already_done(study, trial, params)
+        if done is not None:
+            return done
         try:
             cfg = self.sweep.config_for({**params, **self._thread_setting(params)})
         except ReslabError as err:
@@ -55,6 +43,29 @@ class TrialRunner:
         if over:
             return _stop(trial, TrialState.PRUNED, over)
         return self.train(trial, cfg)
+
+    def already_done(self, study: optuna.Study, trial: optuna.Trial,
+                     params: dict[str, Any]) -> Outcome | None:
+        """An outcome without training when another trial owns or has these parameters."""
+        if self.sweep.spec.sampler in ("grid", "ofat"):
+            first = duplicate_of(study, trial.number, params)
+            if first is None:
+                return None
+            trial.set_user_attr("duplicate_of", first)
+            return _stop(trial, TrialState.PRUNED, f"duplicate of trial {first} (queued twice)")
+        same = same_params_trial(study, trial.number, params)
+        if same is None:
+            return None
+        # Training is seeded, so a repeat of a point (TPE often re-proposes one of a finite
+        # space) would only reproduce its result: reuse it (the workaround in optuna#2021).
+        trial.set_user_attr("same_as", same.number)
+        trial.set_user_attr("epochs", 0)
+        if same.state == TrialState.RUNNING:
+            return _stop(trial, TrialState.PRUNED, f"same parameters as trial {same.number}, "
+                         "which is still running: not trained twice")
+        trial.set_user_attr("reason", f"same parameters as trial {same.number}: its result "
+                            "reused, not trained again")
+        return TrialState.COMPLETE, same.value
 
     def warm_up(self) -> None:
         """Import torch and the training loop (and list the data) before taking a trial, so a
@@ -170,10 +181,17 @@ def suggest(trial: optuna.Trial, sweep: Sweep) -> dict[str, Any]:
     return params
 
 
-def same_complete_trial(study: optuna.Study, params: dict[str, Any]) -> FrozenTrial | None:
+def same_params_trial(study: optuna.Study, number: int,
+                      params: dict[str, Any]) -> FrozenTrial | None:
+    """A trained COMPLETE trial, or a lower-numbered RUNNING one (so that of two trials started
+    together one trains), with exactly these parameters.
+
+    PRUNED ones do not count: under Hyperband a repeat may land in a bracket that lets it
+    train longer."""
     key = point_key(params)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if point_key(t.params) == key and "same_as" not in t.user_attrs:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        earlier = t.state == TrialState.COMPLETE or t.number < number
+        if earlier and "same_as" not in t.user_attrs and point_key(t.params) == key:
             return t
     return None
 
