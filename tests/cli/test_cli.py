@@ -89,7 +89,13 @@ def test_demo_reaches_95_percent(tmp_path, cli):
     result = json.loads((tmp_path / "demo" / "result.json").read_text())
     assert result["test_acc"] >= 0.95
     assert f"held-out test accuracy {result['test_acc']:.4f}" in out
-    assert str(tmp_path / "demo") in out
+    demo = tmp_path / "demo"
+    assert f"report {demo / 'report.html'}" in out
+    # The miniature study: robustness, a 2x2 grid sweep, reports for both.
+    assert (demo / "robustness.csv").read_text().splitlines()[1].startswith("clean,0,")
+    assert len((demo / "sweep" / "trials.csv").read_text().splitlines()) == 5
+    html = (demo / "report.html").read_text()
+    assert "Robustness" in html and (demo / "sweep" / "report.html").exists()
 
 
 def test_packaged_demo_config_matches_the_example():
