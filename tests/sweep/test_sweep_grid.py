@@ -41,6 +41,11 @@ def test_two_worker_grid_runs_every_point_once_and_writes_outputs(write_sweep, t
     assert best_cfg == load_config(out / "trials" / str(best.number) / "config.yaml")
     assert best_cfg.train.lr == best.params["train.lr"]
     assert best_cfg.model.width == best.params["model.width"]
+    # `reslab train best.yaml` reproduces the best trial (to within one validation image).
+    assert main(["train", str(out / "best.yaml"), "--out", str(tmp_path / "repro"),
+                 "--quiet"]) == 0
+    again = json.loads((tmp_path / "repro" / "result.json").read_text())["best_val_acc"]
+    assert abs(again - best.value) <= 1 / 360 + 1e-9
 
     factors = (out / "factors.md").read_text()
     for key in ("## train.lr", "## model.width", "| value | best best_val_acc | mean | count |"):
