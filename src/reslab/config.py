@@ -144,6 +144,7 @@ class TrainConfig(Section):
     sync_bn: bool = False
     progress: bool | None = None
     tensorboard: bool = True
+    tracking: Literal["tensorboard", "wandb"] = "tensorboard"
     report: bool = True
 
     @field_validator("device")

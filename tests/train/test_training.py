@@ -136,3 +136,41 @@ def test_tensorboard_scalars_are_written(tmp_path, fast_config):
     reslab.train(fast_config(train={"tensorboard": True, "epochs": 1}), out=tmp_path / "tb",
                  quiet=True)
     assert list((tmp_path / "tb" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_wandb_tracking_logs_each_epoch_and_the_result(tmp_path, fast_config, monkeypatch):
+    import sys
+    import types
+
+    calls = {"init": [], "log": [], "summary": {}, "finished": False}
+
+    class FakeRun:
+        summary = calls["summary"]
+
+        def log(self, scalars, step):
+            calls["log"].append((step, scalars))
+
+        def finish(self):
+            calls["finished"] = True
+
+    fake = types.SimpleNamespace(init=lambda **kw: calls["init"].append(kw) or FakeRun())
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = fast_config(train={"tracking": "wandb", "epochs": 2})
+    result = reslab.train(cfg, out=tmp_path / "w", quiet=True)
+    assert calls["init"][0]["name"] == "w" and calls["init"][0]["config"]["train"]["epochs"] == 2
+    assert [step for step, _ in calls["log"]] == [1, 2]
+    assert calls["log"][0][1]["val_acc"] == read_jsonl(tmp_path / "w" / "metrics.jsonl")[0][
+        "val_acc"]
+    assert calls["summary"]["test_acc"] == result["test_acc"] and calls["finished"]
+
+
+def test_wandb_missing_is_a_clear_error(tmp_path, fast_config, monkeypatch, cli):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import fails as if not installed
+    path = tmp_path / "c.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(fast_config(train={"tracking": "wandb", "epochs": 1})))
+    code, _, err = cli("train", path, "--out", tmp_path / "r")
+    assert code == 2 and "pip install 'reslab[wandb]'" in err

@@ -84,7 +84,7 @@ class Budget:
         self.val_s = val_seconds
         if n_val:
             self.final_s = val_seconds * n_final / n_val * (4 if tta else 1)
-        self.plan.total_steps = self._steps_that_fit(steps_done, self._left() + self.val_s)
+        self.plan.total_steps = self._steps_that_fit(steps_done, self._left())
 
     def done(self, steps_done: int) -> bool:
         return steps_done >= self.plan.total_steps

@@ -31,6 +31,7 @@ from .progress import progress_enabled, track
 from .rundir import RunDir
 from .runtime import amp_dtype, configure_threads, head_of, set_backbone_frozen
 from .state import EarlyStopping, better
+from .tracking import Tracker
 
 EpochCallback = Callable[[dict], None]
 
@@ -51,6 +52,7 @@ class Session:
     log: Callable[[str], None] = print
     rows: list[dict] = field(default_factory=list)
     budget: Budget | None = None
+    tracker: Tracker | None = None
 
 
 def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -87,7 +89,8 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
     if dist.is_main:
         run.write_start(cfg, data.classes)
     session = Session(cfg, run, data, model.to(device), device, dist, amp_dtype(cfg.train.amp, device),
-                      log=(lambda s: None) if quiet or not dist.is_main else print)
+                      log=(lambda s: None) if quiet or not dist.is_main else print,
+                      tracker=Tracker(cfg, run.path))
     try:
         return fit(session, resume is not None, on_epoch)
     finally:
@@ -164,6 +167,8 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
             s.log(f"Epoch {epoch}: loss is NaN or infinite; stopping (lower train.lr?)")
             state["epoch"] = epoch
             return "diverged"
+        if steps == 0 and budget is not None:  # the budget ran out before a step
+            return "time_budget"
         state["step"] += steps
         train_seconds = time.perf_counter() - t0
         state["train_seconds"] += train_seconds
@@ -325,7 +330,7 @@ def record_epoch(s: Session, row: dict, state: dict, opt, sched, early: EarlySto
     if not s.dist.is_main:
         return
     s.run.append_metrics(row)
-    log_tensorboard(s, row)
+    s.tracker.log(row)
     meta = {"classes": s.data.classes, "norm": s.data.norm(), "config": s.cfg.to_dict()}
     if better(value, state["best"], cfg.monitor):
         state.update(best=value, best_epoch=epoch)
@@ -339,19 +344,6 @@ def epoch_line(row: dict) -> str:
     return (f"Epoch {row['epoch']}, Train loss {fmt(row['train_loss'])}, Val loss "
             f"{fmt(row['val_loss'])}, Train acc {fmt(row['train_acc'])}, Val acc "
             f"{fmt(row['val_acc'])}, lr {row['lr']:.3g}, {row['seconds']:.1f} s")
-
-
-def log_tensorboard(s: Session, row: dict) -> None:
-    if not s.cfg.train.tensorboard:
-        return
-    if not hasattr(s, "_tb"):
-        from torch.utils.tensorboard import SummaryWriter
-
-        s._tb = SummaryWriter(str(s.run.tb))
-    for key, value in row.items():
-        if key != "epoch" and value is not None:
-            s._tb.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
-    s._tb.flush()
 
 
 def finish(s: Session, state: dict, params: int, stop_reason: str) -> dict:
@@ -374,8 +366,8 @@ def finish(s: Session, state: dict, params: int, stop_reason: str) -> dict:
         result.update(time_budget_s=s.budget.seconds, time_used_s=s.budget.elapsed(),
                       steps=state["phase_step"], planned_steps=s.budget.plan.total_steps)
     s.run.write_result(result)
-    if getattr(s, "_tb", None):
-        s._tb.close()
+    s.tracker.summary(result)
+    s.tracker.close()
     s.log(summary_line(result, s.run.path))
     if s.cfg.train.report:
         write_run_report(s)
