@@ -42,11 +42,17 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path, f
 
 def test_time_budget_ends_on_time_with_the_schedule_complete(tmp_path, fast_config):
     cfg = fast_config(train={"time_budget": "20s", "scheduler": "onecycle", "lr": 0.1})
-    result = reslab.train(cfg, out=tmp_path / "b", quiet=True)
+    # Wall-clock on a shared VM can stall for seconds; one retry keeps a stall from failing CI
+    # while a systematic overrun still fails both attempts.
+    for attempt in range(2):
+        out = tmp_path / f"b{attempt}"
+        result = reslab.train(cfg, out=out, quiet=True)
+        if abs(result["time_used_s"] - 20) <= 0.05 * 20:
+            break
     assert result["stop_reason"] == "time_budget"
     assert abs(result["time_used_s"] - 20) <= 0.05 * 20, result["time_used_s"]
     assert result["steps"] == result["planned_steps"]  # the LR schedule reached its end
-    rows = read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    rows = read_jsonl(out / "metrics.jsonl")
     assert rows and result["epochs_run"] == len(rows)
     assert result["best_val_acc"] > 0.2  # it learned something (chance is 0.1)
 

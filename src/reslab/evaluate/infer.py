@@ -68,11 +68,9 @@ def read_confusion_csv(path: Path) -> tuple[np.ndarray, list[str]]:
 
 def to_display_uint8(images: torch.Tensor, scale: float, fmt: str) -> np.ndarray:
     """Cached images (N,C,H,W) -> (N,H,W,3) uint8 for figures, decoding linear/log data."""
-    x = images.float() / scale
-    if fmt == "log":
-        x = (x.exp() - 1e-4).clamp_min(0)
-    if fmt in ("linear", "log"):
-        x = torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+    from .perturb import to_display
+
+    x = to_display(images.float() / scale, fmt)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)

@@ -57,12 +57,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from reslab.errors import ReslabError
+from reslab.data.imageio import (LOG_EPS, linear_to_log, linear_to_srgb,  # noqa: F401
+                                 log_to_linear, srgb_to_linear)
 
 Perturbation = Callable[[Tensor], Tensor]
 Corruption = Callable[..., Tensor]  # fn(x, severity, generator=None) -> Tensor
 
 FORMATS = ("srgb", "linear", "log")
-LOG_EPS = 1e-4
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
@@ -320,18 +321,6 @@ def iter_suite(name: str, seed: int = 0) -> Iterator[tuple[str, int, Perturbatio
 # ----------------------------------------------------------------------------- encoded <-> display
 
 
-def _srgb_to_linear(s: Tensor) -> Tensor:
-    """IEC 61966-2-1 decoding; values above 1 follow the power branch (HDR-safe)."""
-    return torch.where(s <= 0.04045, s / 12.92, ((s.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
-
-
-def _linear_to_srgb(lin: Tensor) -> Tensor:
-    """IEC 61966-2-1 encoding; the clamp only keeps the unused power branch free of NaNs."""
-    return torch.where(
-        lin <= 0.0031308, lin * 12.92, 1.055 * lin.clamp_min(0.0031308) ** (1 / 2.4) - 0.055
-    )
-
-
 def _check_fmt(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ReslabError(f"unknown image format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -342,8 +331,7 @@ def to_display(x: Tensor, fmt: str) -> Tensor:
     _check_fmt(fmt)
     if fmt == "srgb":
         return x
-    lin = torch.exp(x) - LOG_EPS if fmt == "log" else x
-    return _linear_to_srgb(lin)
+    return linear_to_srgb(log_to_linear(x) if fmt == "log" else x)
 
 
 def from_display(x: Tensor, fmt: str) -> Tensor:
@@ -351,6 +339,5 @@ def from_display(x: Tensor, fmt: str) -> Tensor:
     _check_fmt(fmt)
     if fmt == "srgb":
         return x
-    lin = _srgb_to_linear(x)
-    # Tiny negatives from float error would make log(lin + eps) drift below the stored range.
-    return torch.log(lin.clamp_min(0.0) + LOG_EPS) if fmt == "log" else lin
+    lin = srgb_to_linear(x)
+    return linear_to_log(lin) if fmt == "log" else lin
