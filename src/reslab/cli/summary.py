@@ -26,6 +26,14 @@ def data_shape(cfg) -> tuple[int, int, int]:
         return cfg.model.num_classes, 3, size or 32
     if cfg.model.num_classes and size:
         return cfg.model.num_classes, 3, size
+    if cfg.data.source == "folder":
+        # List the tree and read one image header: no decoding of the whole dataset.
+        from ..data.imageio import image_size
+        from ..data.sources import load_listing
+
+        listing = load_listing(cfg.data)
+        return (cfg.model.num_classes or len(listing.classes), 3,
+                size or cfg.data.resize or min(image_size(listing.files[0])))
     data = load_data(cfg.data)
     return cfg.model.num_classes or len(data.classes), data.in_chans, data.image_size
 
