@@ -174,3 +174,16 @@ def test_wandb_missing_is_a_clear_error(tmp_path, fast_config, monkeypatch, cli)
     path.write_text(yaml.safe_dump(fast_config(train={"tracking": "wandb", "epochs": 1})))
     code, _, err = cli("train", path, "--out", tmp_path / "r")
     assert code == 2 and "pip install 'reslab[wandb]'" in err
+
+
+def test_compiled_training_matches_eager(tmp_path, fast_config):
+    # torch.compile on CPU takes about a minute: one tiny model, one epoch.
+    cfg = fast_config(model={"width": 4}, train={"epochs": 1})
+    eager = reslab.train(cfg, out=tmp_path / "eager", quiet=True)
+    compiled = reslab.train(cfg, out=tmp_path / "compiled", overrides=["train.compile=true"],
+                            quiet=True)
+    a = read_jsonl(tmp_path / "eager" / "metrics.jsonl")[0]
+    b = read_jsonl(tmp_path / "compiled" / "metrics.jsonl")[0]
+    for key in ("train_loss", "val_loss"):
+        assert b[key] == pytest.approx(a[key], rel=1e-3)
+    assert compiled["params"] == eager["params"]
