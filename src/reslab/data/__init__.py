@@ -61,7 +61,10 @@ def decode_listing(listing: Listing, cfg: DataConfig, progress: bool = True) -> 
         if cfg.image_size and images.shape[-1] != cfg.image_size:
             from .cache import resample
 
-            images = np.stack([resample(a, cfg.image_size, cfg.image_size) for a in images])
+            s = cfg.image_size
+            # Batched, in chunks so a float copy of the whole set is never held at once.
+            images = np.concatenate([resample(images[i:i + 4096], s, s)
+                                     for i in range(0, len(images), 4096)])
         return images, listing.labels, listing.split, None
     images, kept = decode_files(listing.files, preprocess_of(cfg), cfg.cache_dir, cfg.skip_bad,
                                 cfg.workers, progress)

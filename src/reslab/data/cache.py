@@ -53,9 +53,11 @@ class Preprocess:
 
 
 def resample(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Antialiased bilinear resize of a CHW array, keeping its dtype."""
-    t = torch.from_numpy(img.astype(np.float32))[None]
-    out = F.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+    """Antialiased bilinear resize of a CHW or NCHW array, keeping its dtype."""
+    t = torch.from_numpy(img.astype(np.float32))
+    batch = t if t.ndim == 4 else t[None]
+    out = F.interpolate(batch, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    out = out if t.ndim == 4 else out[0]
     if np.issubdtype(img.dtype, np.integer):
         out = out.round().clamp(0, np.iinfo(img.dtype).max)
     return out.numpy().astype(img.dtype)

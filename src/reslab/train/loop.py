@@ -53,6 +53,7 @@ class Session:
     rows: list[dict] = field(default_factory=list)
     budget: Budget | None = None
     tracker: Tracker | None = None
+    eval_loaders: dict[str, BatchLoader] = field(default_factory=dict)
 
 
 def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -100,7 +101,7 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
 def fit(s: Session, resuming: bool, on_epoch: EpochCallback | None) -> dict:
     cfg, phases = s.cfg, s.cfg.train.phases or [PhaseConfig(epochs=s.cfg.train.epochs)]
     state = {"epoch": 0, "phase": 0, "early_stopped": False, "best": None, "best_epoch": 0,
-             "seconds": 0.0, "train_seconds": 0.0, "step": 0, "phase_step": 0}
+             "seconds": 0.0, "step": 0, "phase_step": 0}
     ckpt = None
     if resuming:
         ckpt = load_checkpoint(s.run.last)
@@ -139,7 +140,7 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
                                        cfg.weight_decay),
                           phase.optimizer or cfg.optimizer, lr,
                           phase.momentum if phase.momentum is not None else cfg.momentum,
-                          cfg.nesterov, s.device)
+                          cfg.nesterov)
     budget = s.budget = plan_run(s, train_loader, phase.epochs, state)
     plan = budget.plan if budget else StepPlan(len(train_loader) * phase.epochs)
     sched, per_step = build_scheduler(opt, cfg, len(train_loader), plan)
@@ -171,7 +172,6 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
             return "time_budget"
         state["step"] += steps
         train_seconds = time.perf_counter() - t0
-        state["train_seconds"] += train_seconds
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                **validate(s, model), "lr": lr_used}
         row["seconds"] = time.perf_counter() - t0
@@ -245,15 +245,22 @@ def phase_lr(phases: list[PhaseConfig], p: int, base: float) -> float:
 
 
 def make_loader(s: Session, augment: str, train: bool, split: str = "train") -> BatchLoader:
+    """The training loader of a phase, or a split's evaluation loader (built once per run:
+    building one copies the split into the channels-last layout)."""
+    if not train and split in s.eval_loaders:
+        return s.eval_loaders[split]
     data = getattr(s.data, split)
     norm = Normalizer(s.data.mean, s.data.std, s.data.scale, s.device)
     cfg = s.cfg
-    return BatchLoader(data, cfg.train.batch_size if train else cfg.train.eval_batch_size,
-                       s.device, norm, build_augment(augment, cfg.data.pad, cfg.data.gray_p)
-                       if train else None, shuffle=train, seed=cfg.train.seed,
-                       channels_last=cfg.train.channels_last,
-                       rank=s.dist.rank if train else 0,
-                       world_size=s.dist.world_size if train else 1)
+    loader = BatchLoader(data, cfg.train.batch_size if train else cfg.train.eval_batch_size,
+                         s.device, norm, build_augment(augment, cfg.data.pad, cfg.data.gray_p)
+                         if train else None, shuffle=train, seed=cfg.train.seed,
+                         channels_last=cfg.train.channels_last,
+                         rank=s.dist.rank if train else 0,
+                         world_size=s.dist.world_size if train else 1)
+    if not train:
+        s.eval_loaders[split] = loader
+    return loader
 
 
 def train_epoch(s: Session, model: nn.Module, loader: BatchLoader, opt, sched, epoch: int,

@@ -26,8 +26,8 @@ def param_groups(model: nn.Module, head: nn.Module | None, lr: float, backbone_s
     return out
 
 
-def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float, nesterov: bool,
-                    device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float,
+                    nesterov: bool) -> torch.optim.Optimizer:
     # foreach kernels batch the per-parameter updates: far fewer small ops per step.
     fast = {"foreach": True}
     if name == "sgd":
