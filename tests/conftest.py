@@ -12,6 +12,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CIFAR_TRAIN = SHARED / "data" / "cifar10" / "train"
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel test workers share the cores: one thread each, or they oversubscribe them.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Decoded-image caches go to a temp dir, never to the user's cache."""

@@ -79,6 +79,7 @@ class ModelConfig(Section):
     shortcut: Literal["projection", "zeropad"] = "projection"
     pretrained: bool | str = False
     head: Literal["linear"] | HeadConfig = "linear"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("layers")
     @classmethod
@@ -135,7 +136,8 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1, le=1024)
     channels_last: bool = True
     compile: bool = False
-    amp: Literal["auto", "off", "bf16"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    deterministic: bool = False
     time_budget: str | None = None
     tta: bool = False
     freeze_backbone_epochs: int = Field(0, ge=0)
@@ -146,6 +148,12 @@ class TrainConfig(Section):
     tensorboard: bool = True
     tracking: Literal["tensorboard", "wandb"] = "tensorboard"
     report: bool = True
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as false (and `on` as true).
+        return "off" if v is False else v
 
     @field_validator("device")
     @classmethod
@@ -263,4 +271,9 @@ def load_config(source: str | Path | dict | Config | None = None,
         raw, name = {}, "config"
     else:
         raw, name = read_yaml(source), str(source)
-    return validate(apply_overrides(raw, overrides), name)
+    cfg = validate(apply_overrides(raw, overrides), name)
+    if isinstance(source, (str, Path)):
+        from .models.user import resolve_arch_path
+
+        cfg.model.arch = resolve_arch_path(cfg.model.arch, Path(source).resolve().parent)
+    return cfg

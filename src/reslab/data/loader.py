@@ -84,13 +84,26 @@ class BatchLoader:
             y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x, gen)
-            x = self.normalize(x)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y, weight
+            # Augmentations may return either layout (the crop gathers channels-last):
+            # the model gets exactly the configured one.
+            yield x_layout(self.normalize(x), self.channels_last), y, weight
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         return self.epoch(0)
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def x_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """x with the canonical strides of the chosen layout. `contiguous()` is not enough: with a
+    size-1 dimension (grey images) a tensor counts as contiguous in both layouts, and its
+    strides then decide which layout every convolution after it picks."""
+    fmt = memory_format(channels_last)
+    if x.stride() == torch.empty(x.shape, device="meta", memory_format=fmt).stride():
+        return x
+    return x.clone(memory_format=fmt)
 
 
 def _fits_on_gpu(images: torch.Tensor, device: torch.device) -> bool:

@@ -6,6 +6,8 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import ReslabError
 from .resnet import PRESETS, CifarResNet
+from .safe_conv import avoid_strided_pointwise_bug
+from .user import build_user_model, is_user_arch
 
 
 def build_model(cfg: ModelConfig, num_classes: int, in_chans: int = 3) -> nn.Module:
@@ -14,10 +16,12 @@ def build_model(cfg: ModelConfig, num_classes: int, in_chans: int = 3) -> nn.Mod
         from .backbones import build_backbone
 
         model = build_backbone(cfg, num_classes, in_chans)
+    elif is_user_arch(cfg.arch):
+        model = build_user_model(cfg.arch, cfg.kwargs, num_classes, in_chans)
     else:
         model = build_cifar_resnet(cfg, num_classes, in_chans)
     check_budget(model, cfg)
-    return model
+    return avoid_strided_pointwise_bug(model)
 
 
 def build_cifar_resnet(cfg: ModelConfig, num_classes: int, in_chans: int) -> CifarResNet:

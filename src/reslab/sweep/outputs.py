@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..config import load_config
 from ..utils import atomic_write_text
 from .spec import Sweep
 
@@ -33,9 +34,10 @@ def describe_reason(t: FrozenTrial, retried_by: dict[int, int]) -> str:
     if "error" in t.user_attrs:
         return f"error: {t.user_attrs['error']}"
     if t.state == TrialState.FAIL:
+        lost = t.user_attrs.get("lost", "worker lost (no heartbeat)")
         if t.number in retried_by:
-            return f"worker lost (no heartbeat); retried as trial {retried_by[t.number]}"
-        return "worker lost (no heartbeat)"
+            return f"{lost}; retried as trial {retried_by[t.number]}"
+        return lost
     return ""
 
 
@@ -71,7 +73,11 @@ def write_best_yaml(sweep_dir: Path, best: FrozenTrial | None, sweep: Sweep) -> 
     trained = best.user_attrs.get("same_as", best.number)  # a reused result: its original
     source = sweep_dir / "trials" / str(trained) / "config.yaml"
     # A trial trained on another machine sharing the study has no local run directory.
-    text = source.read_text() if source.exists() else sweep.config_for(best.params).to_yaml()
+    cfg = load_config(source) if source.exists() else sweep.config_for(best.params)
+    # Trials skip their reports (sweep.trial_reports); a retrained best run should not.
+    base = sweep.base.train
+    cfg.train.report, cfg.train.tensorboard = base.report, base.tensorboard
+    text = cfg.to_yaml()
     path = sweep_dir / "best.yaml"
     header = (f"# best trial {trained} of this sweep ({sweep.spec.objective.metric} "
               f"{best.value:.6g}); reproduce it with: reslab train {path}\n")

@@ -14,8 +14,7 @@ from .plots import write_plots
 from .spec import Sweep, load_sweep
 from .storage import default_url, make_storage
 from .study import fill_queue, open_study
-from .trial import TrialRunner
-from .workers import WorkerJob, run_processes, work
+from .workers import WorkerJob, run_processes
 
 
 def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str | None = None,
@@ -36,15 +35,15 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
           f"queued, {workers} worker(s) x {threads} thread(s); directory {sweep_dir}", flush=True)
     try:
         with Monitor(url, name, sweep):
-            if workers == 1:
-                work(study, TrialRunner(sweep, sweep_dir, threads))
-            else:
-                run_processes(WorkerJob(sweep, sweep_dir, url, name, threads), workers)
+            # Always in worker processes: a native crash in a trial must not end the sweep.
+            lost = run_processes(WorkerJob(sweep, sweep_dir, url, name, threads), workers, study)
     except KeyboardInterrupt:
         # Keep what finished; re-running the command resumes the rest.
         write_outputs(sweep_dir, study, sweep)
         raise
     write_outputs(sweep_dir, study, sweep)
+    for line in lost:
+        print(f"reslab sweep: warning: {line}", file=sys.stderr)
     return sweep_dir
 
 

@@ -100,6 +100,9 @@ class SweepSpec(_Strict):
     seed: int = 0
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
     name: str | None = None
+    # Per-trial report.html, plots and TensorBoard logs cost more than a small trial's
+    # training; the sweep's own report covers the trials.
+    trial_reports: bool = False
 
     @model_validator(mode="after")
     def _sampler_needs(self) -> "SweepSpec":

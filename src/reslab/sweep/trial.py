@@ -36,7 +36,7 @@ class TrialRunner:
         if done is not None:
             return done
         try:
-            cfg = self.sweep.config_for({**params, **self._thread_setting(params)})
+            cfg = self.sweep.config_for({**params, **self._trial_settings(params)})
         except ReslabError as err:
             return _stop(trial, TrialState.FAIL, f"invalid config: {err}")
         over = self.over_budget(cfg)
@@ -75,11 +75,14 @@ class TrialRunner:
         if self.sweep.base.model.max_params is not None:
             self._data_shape(self.sweep.base.data)
 
-    def _thread_setting(self, params: dict[str, Any]) -> dict[str, int]:
+    def _trial_settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        settings: dict[str, Any] = {}
         # Local workers share the machine's cores; an explicit train.threads wins.
         if self.threads and "train.threads" not in params and self.sweep.base.train.threads is None:
-            return {"train.threads": self.threads}
-        return {}
+            settings["train.threads"] = self.threads
+        if not self.sweep.spec.trial_reports:
+            settings.update({"train.report": False, "train.tensorboard": False})
+        return settings
 
     def over_budget(self, cfg: Config) -> str | None:
         """The model.max_params message when the model is over budget, before any data/training."""
@@ -135,8 +138,8 @@ class TrialRunner:
         trial.set_user_attr("epochs", result["epochs_run"])
         trial.set_user_attr("seconds_per_epoch", result["seconds_per_epoch"])
         if result["stop_reason"] == "diverged":
-            return _stop(trial, TrialState.FAIL, f"diverged: loss became NaN or infinite in "
-                         f"epoch {result['epochs_run']}")
+            return _stop(trial, TrialState.FAIL, "diverged: " + result.get(
+                "stop_detail", f"epoch {result['epochs_run']}"))
         value = objective_value(self.sweep, result, reporter.rows)
         if value is None:
             return _stop(trial, TrialState.FAIL, f"objective {self.sweep.spec.objective.metric} "

@@ -6,6 +6,10 @@ our own heartbeat thread (Optuna's starts only inside `optimize()`).
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
 import sys
 import threading
 import time
@@ -79,6 +83,7 @@ def work(study: optuna.Study, runner: TrialRunner) -> int:
 
 def run_one(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner,
             interval: int | None) -> None:
+    trial.set_user_attr("worker", worker_id())  # whose trial it is, should this process die
     with Heartbeat(trial, interval):
         try:
             state, value = runner(study, trial)
@@ -121,6 +126,7 @@ class WorkerJob:
 
 def worker_main(job: WorkerJob, index: int) -> None:
     """Entry point of a local worker process."""
+    exit_with_parent()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = make_storage(job.url, job.sweep.spec.heartbeat)
@@ -133,23 +139,117 @@ def worker_main(job: WorkerJob, index: int) -> None:
         sys.exit(130)
 
 
-def run_processes(job: WorkerJob, n: int) -> None:
-    """Run n workers as spawned processes (fork would copy torch's thread pools and locks)."""
+def exit_with_parent() -> None:
+    """A worker whose sweep process died (kill -9 included) stops instead of training on as an
+    orphan; its trial is then failed by the heartbeat and retried on the next run."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def run_processes(job: WorkerJob, n: int, study: optuna.Study) -> list[str]:
+    """Run n workers as spawned processes (fork would copy torch's thread pools and locks).
+
+    A worker that dies by a signal costs one trial, not the sweep: its trial is settled
+    (`settle_lost_worker`) and a fresh worker takes its place while trials are queued.
+    Returns warning lines for the caller to print after the outputs."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker_main, args=(job, i), name=f"reslab-sweep-worker-{i}")
-             for i in range(n)]
-    for p in procs:
-        p.start()
+    start = lambda i: _start(ctx, job, i)  # noqa: E731
+    procs = {i: start(i) for i in range(n)}
+    warnings_, errors = [], []
     try:
-        for p in procs:
-            p.join()
+        while procs:
+            multiprocessing.connection.wait([p.sentinel for p in procs.values()])
+            for i, p in list(procs.items()):
+                if p.exitcode is None:
+                    continue
+                del procs[i]
+                if p.exitcode < 0:
+                    line = settle_lost_worker(study, worker_id(p.pid), -p.exitcode,
+                                              job.sweep.spec.heartbeat.max_retry)
+                    warnings_.append(f"worker {i}: {line}")
+                    if line.startswith("trial") and has_waiting(study):
+                        procs[i] = start(i)
+                elif p.exitcode:
+                    errors.append(f"worker {i}: exit code {p.exitcode}")
     except KeyboardInterrupt:
         # The terminal sent SIGINT to the workers too; give them a moment to record it.
-        for p in procs:
+        for p in procs.values():
             p.join(timeout=10)
+        raise
+    finally:
+        for p in procs.values():
             if p.is_alive():
                 p.terminate()
-        raise
-    failed = [f"worker {i}: exit code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode]
-    if failed:
-        raise ReslabError("; ".join(failed) + " (see the messages above)")
+    if errors:
+        raise ReslabError("; ".join(errors) + " (see the messages above)")
+    return warnings_
+
+
+def _start(ctx, job: WorkerJob, index: int):
+    proc = ctx.Process(target=worker_main, args=(job, index),
+                       name=f"reslab-sweep-worker-{index}")
+    proc.start()
+    return proc
+
+
+def worker_id(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+# Signals a process receives from its own faults (native crashes), as opposed to being killed.
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+
+
+def settle_lost_worker(study: optuna.Study, worker: str, signum: int, max_retry: int) -> str:
+    """Fail the trial a dead worker was running. A crash (SIGSEGV, SIGABRT, ...) is the trial's
+    own outcome: FAIL with reason "crashed: signal N", never retried (it would crash again).
+    A kill (SIGKILL, SIGTERM, e.g. the OOM killer or a user) re-queues the trial, up to
+    max_retry times per point. Returns one line saying what happened."""
+    name = _signal_name(signum)
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.user_attrs.get("worker") == worker]
+    if not running:
+        return f"died by signal {signum} ({name}) outside any trial"
+    trial, storage = running[0], study._storage
+    crashed = signum in CRASH_SIGNALS
+    key, text = (("reason", f"crashed: signal {signum} ({name})") if crashed
+                 else ("lost", f"worker killed by signal {signum} ({name})"))
+    try:
+        storage.set_trial_user_attr(trial._trial_id, key, text)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return f"trial {trial.number}: already settled by the heartbeat"
+    if crashed:
+        return f"trial {trial.number} {text}; recorded as FAIL, the sweep goes on"
+    retry = requeue(study, storage.get_trial(trial._trial_id), max_retry)
+    return (f"trial {trial.number}: {text}; " + (f"retried as trial {retry}" if retry is not None
+                                                 else f"not retried (max_retry {max_retry})"))
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int) -> int | None:
+    """Queue the failed trial's point again, with the retry bookkeeping Optuna's heartbeat
+    callback keeps (so trials.csv says "retried as trial N" either way)."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        return None
+    attrs = {**trial.system_attrs, "failed_trial": trial.number, "retry_history": history}
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
+                                        distributions=trial.distributions, system_attrs=attrs))
+    return study.get_trials(deepcopy=False)[-1].number
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "unknown signal"
+
+
+def has_waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))

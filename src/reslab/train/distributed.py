@@ -22,9 +22,11 @@ class Dist:
 
     @staticmethod
     def from_env() -> "Dist":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
+        """Under torchrun (it sets LOCAL_RANK) a process group, even of one process: that is
+        how a single GPU runs the same NCCL + DDP path as a node of them."""
+        if "LOCAL_RANK" not in os.environ:
             return Dist()
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         if not tdist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             tdist.init_process_group(backend)
@@ -37,7 +39,7 @@ class Dist:
 
     def device(self, name: str) -> torch.device:
         device = resolve_device(name)
-        if device.type == "cuda" and self.world_size > 1:
+        if device.type == "cuda" and self.active:
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
         return device
@@ -51,10 +53,14 @@ class Dist:
             return nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return _convert_cpu_sync_bn(model)
 
+    @property
+    def active(self) -> bool:
+        return tdist.is_available() and tdist.is_initialized()
+
     def wrap(self, model: nn.Module, unused_params: bool = False) -> nn.Module:
         """DDP around the model; `unused_params` when some parameters get no gradient in some
         steps (a frozen backbone)."""
-        if self.world_size == 1:
+        if not self.active:
             return model
         if id(model) not in self._wrapped:
             ids = [self.local_rank] if next(model.parameters()).is_cuda else None
@@ -63,7 +69,7 @@ class Dist:
         return self._wrapped[id(model)]
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
+        if self.active:
             tdist.all_reduce(t)
         return t
 
@@ -75,7 +81,7 @@ class Dist:
         return type(run)(box[0])
 
     def close(self) -> None:
-        if self.world_size > 1 and tdist.is_initialized():
+        if self.active:
             tdist.barrier()
             tdist.destroy_process_group()
 

@@ -18,7 +18,7 @@ from torch import nn
 from ..config import Config, PhaseConfig, load_config, parse_duration
 from ..data import DataBundle, load_data
 from ..data.augment import build_augment
-from ..data.loader import BatchLoader, Normalizer
+from ..data.loader import BatchLoader, Normalizer, memory_format
 from ..errors import ReslabError
 from ..evaluate.infer import (autocast_for, confusion_matrix, loss_and_accuracy, predict_batches,
                               save_misclassified, write_confusion_csv)
@@ -29,15 +29,23 @@ from .distributed import Dist
 from .optim import StepPlan, build_optimizer, build_scheduler, param_groups
 from .progress import progress_enabled, track
 from .rundir import RunDir
-from .runtime import amp_dtype, configure_threads, head_of, set_backbone_frozen
+from .runtime import (amp_dtype, configure_threads, deterministic_algorithms, grad_scaler,
+                      head_of, set_backbone_frozen)
 from .state import EarlyStopping, better
 from .tracking import Tracker
 
 EpochCallback = Callable[[dict], None]
 
 
+# A run has diverged when a train or val loss is NaN/inf, or a training step's mean loss
+# exceeds this multiple of its starting value (the first step's loss, at least ln(classes):
+# chance-level cross-entropy). Hardware-independent: a run that blows up to 1e13 on one CPU and
+# to NaN on another stops in the same epoch on both.
+DIVERGENCE_FACTOR = 10.0
+
+
 class Diverged(Exception):
-    """Loss became NaN or infinite."""
+    """The loss became non-finite or grew past DIVERGENCE_FACTOR x its starting value."""
 
 
 @dataclass
@@ -54,6 +62,21 @@ class Session:
     budget: Budget | None = None
     tracker: Tracker | None = None
     eval_loaders: dict[str, BatchLoader] = field(default_factory=dict)
+    scaler: torch.amp.GradScaler | None = None
+    loss_ref: float | None = None           # starting loss, for the divergence rule
+    stop_detail: str | None = None
+    estimate: float | None = None           # printed estimate of the whole run, seconds
+    started: float | None = None
+
+    def check_loss(self, value: float, what: str) -> None:
+        """Raise Diverged per the rule above (the first value checked sets the reference)."""
+        if not math.isfinite(value):
+            raise Diverged(f"{what} is {value}")
+        if self.loss_ref is None:
+            self.loss_ref = max(value, math.log(max(2, len(self.data.classes))))
+        elif value > DIVERGENCE_FACTOR * self.loss_ref:
+            raise Diverged(f"{what} {value:.3g} is over {DIVERGENCE_FACTOR:g}x its starting "
+                           f"value {self.loss_ref:.3g}")
 
 
 def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -89,11 +112,14 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
         run = dist.broadcast_run(run)
     if dist.is_main:
         run.write_start(cfg, data.classes)
-    session = Session(cfg, run, data, model.to(device), device, dist, amp_dtype(cfg.train.amp, device),
+    model = model.to(device, memory_format=memory_format(cfg.train.channels_last))
+    amp = amp_dtype(cfg.train.amp, device)
+    session = Session(cfg, run, data, model, device, dist, amp,
                       log=(lambda s: None) if quiet or not dist.is_main else print,
-                      tracker=Tracker(cfg, run.path))
+                      tracker=Tracker(cfg, run.path), scaler=grad_scaler(amp, device))
     try:
-        return fit(session, resume is not None, on_epoch)
+        with deterministic_algorithms(cfg.train.deterministic):
+            return fit(session, resume is not None, on_epoch)
     finally:
         dist.close()
 
@@ -101,12 +127,15 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
 def fit(s: Session, resuming: bool, on_epoch: EpochCallback | None) -> dict:
     cfg, phases = s.cfg, s.cfg.train.phases or [PhaseConfig(epochs=s.cfg.train.epochs)]
     state = {"epoch": 0, "phase": 0, "early_stopped": False, "best": None, "best_epoch": 0,
-             "seconds": 0.0, "step": 0, "phase_step": 0}
+             "seconds": 0.0, "step": 0, "phase_step": 0, "loss_ref": None}
     ckpt = None
     if resuming:
         ckpt = load_checkpoint(s.run.last)
         load_weights(s.model, ckpt["model"], s.run.last)
         state.update({k: ckpt[k] for k in state if k in ckpt})
+        s.loss_ref = state["loss_ref"]
+        if ckpt.get("scaler"):
+            s.scaler.load_state_dict(ckpt["scaler"])
         s.rows = s.run.truncate_metrics(state["epoch"]) if s.dist.is_main else []
         s.log(f"Resuming {s.run.path} after epoch {state['epoch']}")
     params = count_params(s.model)
@@ -164,16 +193,17 @@ def run_phase(s: Session, phases: list[PhaseConfig], p: int, begin: int, state: 
             train_loss, train_acc, steps = train_epoch(
                 s, model, train_loader, opt, sched if per_step else None, epoch, frozen,
                 steps_left, budget, state["step"] - phase_start_step)
-        except Diverged:
-            s.log(f"Epoch {epoch}: loss is NaN or infinite; stopping (lower train.lr?)")
-            state["epoch"] = epoch
+            if steps == 0 and budget is not None:  # the budget ran out before a step
+                return "time_budget"
+            train_seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   **validate(s, model), "lr": lr_used}
+        except Diverged as err:
+            s.stop_detail = f"epoch {epoch}: {err}"
+            s.log(f"Epoch {epoch}: diverged ({err}); stopping (lower train.lr?)")
+            state["epoch"], state["loss_ref"] = epoch, s.loss_ref
             return "diverged"
-        if steps == 0 and budget is not None:  # the budget ran out before a step
-            return "time_budget"
         state["step"] += steps
-        train_seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-               **validate(s, model), "lr": lr_used}
         row["seconds"] = time.perf_counter() - t0
         if not per_step:
             sched.step(monitored(row, cfg.plateau.monitor))
@@ -218,8 +248,11 @@ def plan_run(s: Session, loader: BatchLoader, epochs: int, state: dict) -> Budge
                                  lambda: autocast_for(s.device, s.amp))
     step_s, eval_img_s = s._probe
     val_s, final_s = n_val * eval_img_s, n_final * eval_img_s * (4 if cfg.tta else 1)
+    if s.started is None:
+        s.started = time.perf_counter()
     if cfg.time_budget is None:
         total = epochs * (len(loader) * step_s + val_s) + final_s
+        s.estimate = (s.estimate or 0.0) + total - (final_s if s.estimate else 0.0)
         s.log(f"Estimated duration: {describe(total)} ({epochs} epochs of {len(loader)} steps, "
               f"~{describe(len(loader) * step_s + val_s)} each)")
         return None
@@ -291,21 +324,21 @@ def train_epoch(s: Session, model: nn.Module, loader: BatchLoader, opt, sched, e
             loss_sum_batch = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing,
                                              reduction="sum")
         opt.zero_grad(set_to_none=True)
-        (loss_sum_batch * weight).backward()
-        opt.step()
+        s.scaler.scale(loss_sum_batch * weight).backward()
+        s.scaler.step(opt)
+        s.scaler.update()
         if sched is not None:
             sched.step()
         loss_sum += loss_sum_batch.detach()
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if check_every and step % check_every == 0 and not loss_sum_batch.isfinite().item():
-            raise Diverged
+        if check_every and step % check_every == 0:
+            s.check_loss(loss_sum_batch.item() / len(y), f"train loss at step {step + 1}")
         step += 1
     totals = s.dist.all_reduce(torch.stack([loss_sum.float(), correct.float(),
                                             torch.tensor(float(seen), device=s.device)]))
-    if not math.isfinite(totals[0].item()):
-        raise Diverged
     n = max(1.0, totals[2].item())
+    s.check_loss(totals[0].item() / n, "epoch train loss")
     return totals[0].item() / n, totals[1].item() / n, step
 
 
@@ -317,6 +350,8 @@ def validate(s: Session, model: nn.Module) -> dict:
         logits, labels = predict_batches(unwrap(model), make_loader(s, "none", False, split),
                                          tta=False, amp_dtype=s.amp)
         out[f"{split}_loss"], out[f"{split}_acc"] = loss_and_accuracy(logits, labels)
+        if not math.isfinite(out[f"{split}_loss"]):
+            raise Diverged(f"{split} loss is {out[f'{split}_loss']}")
     return out
 
 
@@ -331,7 +366,7 @@ def record_epoch(s: Session, row: dict, state: dict, opt, sched, early: EarlySto
     epoch = row["epoch"]
     value = monitored(row, cfg.monitor)
     state.update(epoch=epoch, phase=phase, early_stopped=early_stopped,
-                 seconds=state["seconds"] + row["seconds"])
+                 seconds=state["seconds"] + row["seconds"], loss_ref=s.loss_ref)
     s.rows.append(row)
     s.log(epoch_line(row))
     if not s.dist.is_main:
@@ -343,7 +378,8 @@ def record_epoch(s: Session, row: dict, state: dict, opt, sched, early: EarlySto
         state.update(best=value, best_epoch=epoch)
         save_checkpoint(s.run.best, s.model, epoch=epoch, **meta)
     save_checkpoint(s.run.last, s.model, optimizer=opt.state_dict(),
-                    scheduler=sched.state_dict(), early_stop=early.state_dict(), **state, **meta)
+                    scheduler=sched.state_dict(), early_stop=early.state_dict(),
+                    scaler=s.scaler.state_dict(), **state, **meta)
 
 
 def epoch_line(row: dict) -> str:
@@ -363,12 +399,19 @@ def finish(s: Session, state: dict, params: int, stop_reason: str) -> dict:
               "stop_reason": stop_reason,
               "seconds_per_epoch": state["seconds"] / max(1, len(rows)),
               "seconds_total": state["seconds"]}
+    if s.stop_detail:
+        result["stop_detail"] = s.stop_detail
     if not s.dist.is_main:
         return result
     if s.run.best.exists() and stop_reason != "diverged":
         if s.cfg.train.final_weights == "best":
             load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
         result.update(final_evaluation(s))
+    if s.estimate is not None and s.started is not None:
+        result.update(estimated_seconds=s.estimate,
+                      measured_seconds=time.perf_counter() - s.started)
+        s.log(f"Took {describe(result['measured_seconds'])} (estimated "
+              f"{describe(s.estimate)})")
     if s.budget is not None:
         result.update(time_budget_s=s.budget.seconds, time_used_s=s.budget.elapsed(),
                       steps=state["phase_step"], planned_steps=s.budget.plan.total_steps)

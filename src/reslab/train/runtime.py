@@ -1,6 +1,10 @@
 """Device-level settings: threads, mixed precision, which parameters form the head."""
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -8,26 +12,54 @@ from ..utils import available_cores
 
 
 def configure_threads(threads: int | None, dist) -> int:
-    """Use the cores this process may run on, shared evenly between local ranks."""
-    n = threads or max(1, available_cores() // max(1, dist.local_world_size))
+    """`train.threads`, else $OMP_NUM_THREADS, else the cores this process may run on,
+    shared evenly between local ranks."""
+    n = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) \
+        or max(1, available_cores() // max(1, dist.local_world_size))
     torch.set_num_threads(n)
     return n
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it natively; fp32 elsewhere (e.g. AVX2 CPUs)."""
+    """The autocast dtype: bf16 only where the hardware runs it natively (Ampere+ GPUs,
+    AVX512-BF16/AMX CPUs), fp16 (with a GradScaler) on other CUDA GPUs, else fp32 (None)."""
     if setting == "off":
         return None
-    if setting == "bf16":
-        return torch.bfloat16
+    if setting in ("bf16", "fp16"):
+        return torch.bfloat16 if setting == "bf16" else torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        # The default counts emulated bf16 (pre-Ampere GPUs such as a T4), which is slow.
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
     if device.type == "cpu":
-        try:
+        try:  # False under ONEDNN_MAX_CPU_ISA=AVX2 even on an AVX512-BF16 machine
             return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
         except (AttributeError, RuntimeError):
             return None
     return None
+
+
+def grad_scaler(amp: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
+    """fp16 gradients underflow without loss scaling; for every other precision a no-op."""
+    return torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """`train.deterministic`: deterministic kernels only (CUDA's atomics-based ones refuse),
+    for the duration of a run; the caller's settings come back afterwards. CPU training is
+    run-to-run identical without it for a fixed thread count."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
 
 
 def head_of(model: nn.Module) -> nn.Module | None:
