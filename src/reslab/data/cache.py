@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ReslabError
+from ..progress import track
 from ..utils import atomic_write_text, available_cores
 
 CACHE_VERSION = 1
@@ -118,8 +119,6 @@ def decode_files(files: list[Path], prep: Preprocess, cache_dir: Path | None,
 
 
 def _decode_all(files, prep, skip_bad, workers, progress):
-    from ..train.progress import track
-
     workers = workers or min(available_cores(), 8)
     jobs = [(f, prep, skip_bad) for f in files]
     out, kept, bad = None, [], []

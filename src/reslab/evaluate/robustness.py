@@ -38,7 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..data import ImageSet
 from ..errors import ReslabError
-from ..train.progress import track
+from ..progress import track
 from ..utils import atomic_write_text
 from . import LoadedRun, labeled_tree, load_run, run_split
 from .infer import loss_and_accuracy

@@ -27,7 +27,7 @@ from .budget import Budget, describe, probe_seconds
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint, unwrap
 from .distributed import Dist
 from .optim import StepPlan, build_optimizer, build_scheduler, param_groups
-from .progress import progress_enabled, track
+from ..progress import progress_enabled, track
 from .rundir import RunDir
 from .runtime import (amp_dtype, configure_threads, deterministic_algorithms, grad_scaler,
                       head_of, set_backbone_frozen)
