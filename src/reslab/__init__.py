@@ -5,10 +5,17 @@
 """
 from __future__ import annotations
 
-import importlib
-
 __version__ = "0.1.0"
 __all__ = ["train", "load_config", "__version__"]
+
+
+# Thin wrappers, imported on first use: `import reslab` (and so `reslab --help`) stays light,
+# without torch.
+def train(*args, **kwargs) -> dict:
+    """See `reslab.api.train`."""
+    from .api import train as _train
+
+    return _train(*args, **kwargs)
 
 
 def load_config(source=None, overrides=None):
@@ -16,11 +23,3 @@ def load_config(source=None, overrides=None):
     from .config import load_config as _load
 
     return _load(source, overrides)
-
-
-def __getattr__(name: str):
-    # `reslab.train` is the (callable) training package, imported on first use so that
-    # `import reslab` stays light.
-    if name == "train":
-        return importlib.import_module(".train", __name__)
-    raise AttributeError(f"module 'reslab' has no attribute {name!r}")

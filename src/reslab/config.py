@@ -273,7 +273,19 @@ def load_config(source: str | Path | dict | Config | None = None,
         raw, name = read_yaml(source), str(source)
     cfg = validate(apply_overrides(raw, overrides), name)
     if isinstance(source, (str, Path)):
-        from .models.user import resolve_arch_path
-
         cfg.model.arch = resolve_arch_path(cfg.model.arch, Path(source).resolve().parent)
     return cfg
+
+
+def is_user_arch(arch: str) -> bool:
+    """`path/to/file.py:Class` or `package.module:Class` (see reslab.models.user)."""
+    return ":" in arch and not arch.startswith(("tv:", "timm:"))
+
+
+def resolve_arch_path(arch: str, base: Path) -> str:
+    """A user model file named relative to its config file, made absolute, so the run's
+    config.yaml names it from anywhere."""
+    target, _, name = arch.rpartition(":")
+    if is_user_arch(arch) and target.endswith(".py") and not Path(target).expanduser().is_absolute():
+        return f"{(base / target).resolve()}:{name}"
+    return arch

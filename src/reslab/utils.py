@@ -1,15 +1,23 @@
-"""Small shared helpers: atomic writes, natural sort, JSON lines, devices."""
+"""Small shared helpers: durable atomic writes, JSON lines that survive a crash, CSV, natural
+sort, cores. No torch here: the layers above import this cheaply."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
-import stat
 import re
+import stat
+import sys
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import torch
+
+
+TMP_SUFFIX = ".tmp"
 
 
 def natural_key(text: str) -> list:
@@ -22,23 +30,53 @@ def natural_sorted(items: Iterable[str]) -> list[str]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file beside `path`, then rename: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """Write to a temp file beside `path`, fsync, rename, fsync the folder: readers never see a
+    half-written file, and after a crash the file is either the old one or the new one."""
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        yield Path(tmp)
         _default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
-def _default_mode(path: str) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Temp files a killed write left behind (`.NAME.XXXX.tmp`); returns what was removed."""
+    stale = [p for p in Path(folder).glob(f".*{TMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _default_mode(path: str | os.PathLike) -> None:
     # mkstemp creates 0600 files; give the final file the usual umask-based mode.
     umask = os.umask(0)
     os.umask(umask)
@@ -58,35 +96,46 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+    """Append one line and fsync it: a crash can tear at most this line (see read_jsonl)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike, warn: bool = True) -> list[dict]:
+    """JSON lines; a torn last line (a crash mid-append) is dropped with a warning. A bad line
+    before the last is not a crash artefact: that raises ValueError naming the line."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            if warn:
+                print(f"warning: {path}: dropped a torn last line (an interrupted write)",
+                      file=sys.stderr)
+    return rows
 
 
-def atomic_save_torch(obj: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_csv(path: str | os.PathLike, header: list[str], rows: Iterable[Iterable]) -> None:
+    """Through the csv module, so names with commas, quotes or newlines stay one cell."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def available_cores() -> int:

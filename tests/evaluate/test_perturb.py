@@ -176,24 +176,3 @@ def test_iter_suite_unknown_name():
     with pytest.raises(ReslabError, match="nope") as err:
         list(P.iter_suite("nope"))
     assert "corruptions" in str(err.value)
-
-
-# ----------------------------------------------------------------------------- encodings
-
-
-def test_linear_and_log_round_trip_through_display():
-    lin = torch.cat([torch.linspace(0, 1, 1001), torch.tensor([0.0031308, 2.0, 8.0])])
-    disp = P.to_display(lin, "linear")
-    assert P.from_display(disp, "linear") == pytest.approx(lin, abs=1e-6, rel=1e-5)
-    assert disp[500].item() == pytest.approx(0.735357, abs=1e-5)  # sRGB encoding of 0.5
-    stored_log = torch.log(lin + 1e-4)
-    back = P.from_display(P.to_display(stored_log, "log"), "log")
-    assert back == pytest.approx(stored_log, abs=1e-4)
-    assert P.to_display(lin, "log").isfinite().all()
-
-
-def test_srgb_is_identity_and_unknown_format_raises():
-    x = natural_batch(n=1)
-    assert torch.equal(P.to_display(x, "srgb"), x) and torch.equal(P.from_display(x, "srgb"), x)
-    with pytest.raises(ReslabError, match="exr"):
-        P.to_display(x, "exr")

@@ -6,7 +6,8 @@ import torch
 import reslab
 from reslab.evaluate import evaluate_run
 from reslab.evaluate.perturb import CORRUPTIONS, SEED_SUITE, shift_intensity
-from reslab.evaluate.robustness import (COLUMNS, on_rgb, raw_seed_fn, raw_stored, run_robustness,
+from reslab.runs.rundir import ROBUSTNESS_COLUMNS as COLUMNS
+from reslab.evaluate.robustness import (on_rgb, raw_seed_fn, raw_stored, run_robustness,
                                         through_display)
 
 # 250 digits (25 per class): 50 test images keep 51 perturbed passes to a few seconds.
@@ -36,7 +37,7 @@ def test_clean_row_equals_eval_and_seed_rows(digits_run):
     table = read_csv(digits_run / "robustness.csv")
     assert list(table[0]) == list(COLUMNS)
     assert table[0] == {"perturbation": "clean", "severity": "0",
-                        "accuracy": table[0]["accuracy"], "drop": "0.0"}
+                        "accuracy": table[0]["accuracy"], "drop": "0.0", "mode": "display"}
     expected = evaluate_run(digits_run, write=False)["accuracy"]
     assert float(table[0]["accuracy"]) == expected == rows[0]["accuracy"]
     assert [(r["perturbation"], r["severity"]) for r in table[1:]] == \
@@ -46,7 +47,6 @@ def test_clean_row_equals_eval_and_seed_rows(digits_run):
         assert float(row["drop"]) == pytest.approx(expected - float(row["accuracy"]))
     md = (digits_run / "robustness.md").read_text()
     assert "Clean accuracy" in md and "| rotate30 | 1 |" in md
-    assert (digits_run / "plots" / "robustness.png").stat().st_size > 0
 
 
 def test_corruption_suite_has_ten_by_five_rows(digits_run):
@@ -58,15 +58,21 @@ def test_corruption_suite_has_ten_by_five_rows(digits_run):
     assert "Mean corruption accuracy" in (digits_run / "robustness.md").read_text()
 
 
+def without_mode(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "mode"} for r in rows]
+
+
 def test_raw_on_srgb_data_equals_display_mode(digits_run):
-    assert run_robustness(digits_run, raw=True, write=False) == \
-        run_robustness(digits_run, write=False)
+    raw = run_robustness(digits_run, raw=True, write=False)
+    assert {r["mode"] for r in raw} == {"raw"}
+    assert without_mode(raw) == without_mode(run_robustness(digits_run, write=False))
 
 
 def test_cli_prints_table_and_bad_suite_is_one_line_exit_2(digits_run, cli):
     code, out, err = cli("robustness", digits_run)
     assert code == 0, err
     assert "clean" in out and "intensity_plus50" in out
+    assert (digits_run / "plots" / "robustness.png").stat().st_size > 0
     code, out, err = cli("robustness", digits_run, "--suite", "nope")
     assert code == 2
     assert err.count("\n") == 1 and "--suite 'nope'" in err and "corruptions" in err
@@ -116,6 +122,6 @@ def test_linear_tiff_rgb_run_with_data_root_display_and_raw(tmp_path, make_tree,
     reslab.train(cfg, out=tmp_path / "run", quiet=True)
     display = run_robustness(tmp_path / "run", data_root=tree, write=False)
     raw = run_robustness(tmp_path / "run", data_root=tree, raw=True, write=False)
-    assert display[0] == raw[0]
+    assert without_mode(display[:1]) == without_mode(raw[:1])
     assert display[0]["accuracy"] == evaluate_run(tmp_path / "run", tree, write=False)["accuracy"]
     assert [r["perturbation"] for r in raw[1:]] == list(SEED_SUITE)

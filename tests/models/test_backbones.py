@@ -13,7 +13,7 @@ from reslab.cli import main
 from reslab.config import HeadConfig, ModelConfig
 from reslab.errors import ReslabError
 from reslab.models import build_model, count_params
-from reslab.train.runtime import head_of
+from reslab.training.heads import head_of
 
 MLP = HeadConfig(hidden=[1024], dropout=0.3, batchnorm=True)
 

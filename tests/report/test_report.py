@@ -218,7 +218,8 @@ def test_cli_rejects_non_report_dir(tmp_path, capsys):
 
 def test_malformed_contract_file_is_one_line_error(tmp_path):
     d = make_compare_dir(tmp_path)
-    (d / "runs" / "resnet20" / "metrics.jsonl").write_text("{not json\n")
+    # A bad row before the last is damage (a torn *last* row is a crash: dropped with a warning).
+    (d / "runs" / "resnet20" / "metrics.jsonl").write_text('{not json\n{"epoch": 2}\n')
     with pytest.raises(ReslabError, match="metrics.jsonl"):
         write_report(d)
 

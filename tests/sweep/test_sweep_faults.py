@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from reslab.cli import main
 from reslab.sweep.storage import default_url
-from reslab.train.loop import train
+from reslab.training import train
 
 # A user model whose forward dereferences a null pointer when asked to: a real SIGSEGV.
 CRASHY = '''

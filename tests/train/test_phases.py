@@ -14,7 +14,7 @@ import torch
 import reslab
 from reslab.config import load_config
 from reslab.models import build_model
-from reslab.train import loop
+from reslab.training import loop
 from reslab.utils import read_jsonl
 
 PHASES = [{"epochs": 2, "augment": "imagenet-phase1"},
@@ -77,7 +77,7 @@ def test_frozen_backbone_is_untouched_then_trains(config, tmp_path):
 def test_phase_two_starts_from_best_with_half_lr_and_resumes_exactly(config, tmp_path,
                                                                     monkeypatch):
     cfg, started = config(phases=PHASES), {}
-    real_epoch = loop.train_epoch
+    real_epoch = loop.train_one_epoch
 
     def spy(s, *args, **kwargs):
         epoch = inspect.signature(real_epoch).bind(s, *args, **kwargs).arguments["epoch"]
@@ -97,7 +97,7 @@ def test_phase_two_starts_from_best_with_half_lr_and_resumes_exactly(config, tmp
                 raise Interrupt
         return on_epoch
 
-    monkeypatch.setattr(loop, "train_epoch", spy)
+    monkeypatch.setattr(loop, "train_one_epoch", spy)
     full = reslab.train(cfg, out=tmp_path / "full", on_epoch=mark_best(tmp_path / "full"),
                         quiet=True)
     assert same(started["full"], started["best"])

@@ -20,8 +20,8 @@ from reslab.data.augment import build_augment
 from reslab.data.loader import BatchLoader, Normalizer
 from reslab.models import build_model
 from reslab.models.safe_conv import SubsampledPointwiseConv
-from reslab.train.loop import train
-from reslab.train.runtime import amp_dtype
+from reslab.training import train
+from reslab.runs.device import amp_dtype
 
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
@@ -90,7 +90,7 @@ def test_every_width_thread_count_and_layout_finishes_and_repeats_exactly():
     # the suite, so CI's AVX2 pass runs it on AVX2 kernels.
     out = run_python("""
         import itertools, json, tempfile
-        from reslab.train.loop import train
+        from reslab.training import train
         for width, threads, cl in itertools.product([1, 2, 4, 6], [1, 2], [True, False]):
             runs = []
             for _ in range(3):

@@ -5,7 +5,7 @@ import torch
 
 import reslab
 from reslab.config import EarlyStopConfig
-from reslab.train.state import EarlyStopping
+from reslab.training.state import EarlyStopping
 from reslab.utils import read_jsonl
 
 TIMING_KEYS = {"seconds"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -36,9 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     except ReslabError as err:
         print(f"reslab {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a full disk, a read-only or missing folder, a file given as one
+        print(f"reslab {args.command}: error: {os_error_line(err)}", file=sys.stderr)
+        return ReslabError.exit_code
     except KeyboardInterrupt:
         print(f"reslab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_line(err: OSError) -> str:
+    """One line naming what failed and where: "no space left on device writing runs/x"."""
+    where = " ".join(str(f) for f in (err.filename, err.filename2) if f)
+    what = "no space left on device" if err.errno == errno.ENOSPC else \
+        (err.strerror or str(err)).lower()
+    return f"{what}{': ' + where if where else ''}"
 
 
 if __name__ == "__main__":

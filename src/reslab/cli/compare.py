@@ -31,7 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate.compare import cell, columns_of, run_compare
+    from ..studies.compare import cell, columns_of, run_compare
     from .robustness import show_table
 
     rows = run_compare(args.study, args.out, quiet=args.quiet)

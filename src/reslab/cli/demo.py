@@ -38,7 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.loop import train
+    from ..api import train
 
     start = time.perf_counter()
     run_dir = Path(args.out or Path("runs") / f"digits-demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -55,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
 def study_extras(run_dir: Path) -> None:
     from ..evaluate.robustness import run_robustness
     from ..report import write_report
+    from ..report.plots import plot_robustness
     from ..sweep import run_sweep
 
     rows = run_robustness(run_dir, suite="seed")
+    plot_robustness(rows, run_dir / "plots" / "robustness.png")
     print("demo: robustness " + ", ".join(f"{r['perturbation']} {r['accuracy']:.3f}"
                                           for r in rows))
     spec = run_dir / "sweep.yaml"

@@ -43,8 +43,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate.robustness import mean_corruption_accuracy, run_robustness
+    from ..report.plots import plot_robustness
+    from ..runs.rundir import RunDir
 
     rows = run_robustness(args.run_dir, args.data_root, args.suite, args.raw, args.seed)
+    plot_robustness(rows, RunDir(args.run_dir).plots / "robustness.png")
     show_table(["perturbation", "severity", "accuracy", "drop"],
                [[r["perturbation"], str(r["severity"]), f"{r['accuracy']:.4f}",
                  f"{r['drop']:.4f}"] for r in rows], title="Robustness")

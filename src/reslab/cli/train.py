@@ -20,7 +20,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.loop import train
+    from ..api import train
 
     if not args.config and not args.resume:
         raise ReslabError("expected a CONFIG file or --resume RUN_DIR")

@@ -56,14 +56,11 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from reslab.errors import ReslabError
-from reslab.data.imageio import (LOG_EPS, linear_to_log, linear_to_srgb,  # noqa: F401
-                                 log_to_linear, srgb_to_linear)
+from ..errors import ReslabError
 
 Perturbation = Callable[[Tensor], Tensor]
 Corruption = Callable[..., Tensor]  # fn(x, severity, generator=None) -> Tensor
 
-FORMATS = ("srgb", "linear", "log")
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
@@ -316,28 +313,3 @@ def iter_suite(name: str, seed: int = 0) -> Iterator[tuple[str, int, Perturbatio
             for severity in SEVERITIES:
                 gen = torch.Generator().manual_seed(seed)
                 yield pert, severity, partial(cfn, severity=severity, generator=gen)
-
-
-# ----------------------------------------------------------------------------- encoded <-> display
-
-
-def _check_fmt(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ReslabError(f"unknown image format {fmt!r}; choose from {', '.join(FORMATS)}")
-
-
-def to_display(x: Tensor, fmt: str) -> Tensor:
-    """Stored values in ``fmt`` ("srgb", "linear", "log" = ln(linear + 1e-4)) -> display sRGB."""
-    _check_fmt(fmt)
-    if fmt == "srgb":
-        return x
-    return linear_to_srgb(log_to_linear(x) if fmt == "log" else x)
-
-
-def from_display(x: Tensor, fmt: str) -> Tensor:
-    """Inverse of :func:`to_display`."""
-    _check_fmt(fmt)
-    if fmt == "srgb":
-        return x
-    lin = srgb_to_linear(x)
-    return linear_to_log(lin) if fmt == "log" else lin

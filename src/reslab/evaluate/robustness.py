@@ -25,8 +25,6 @@ perturbed, and averaged back to one, so a colour-balance shift acts as its mean 
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -37,14 +35,14 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..data import ImageSet
+from ..data.display import from_display, to_display
 from ..errors import ReslabError
 from ..progress import track
-from ..utils import atomic_write_text
-from . import LoadedRun, labeled_tree, load_run, run_split
-from .infer import loss_and_accuracy
-from .perturb import SEED_SUITE, SUITES, from_display, iter_suite, to_display
+from ..runs.infer import loss_and_accuracy
+from ..runs.loaded import LoadedRun, load_run
+from . import evaluation_data
+from .perturb import SEED_SUITE, SUITES, iter_suite
 
-COLUMNS = ("perturbation", "severity", "accuracy", "drop")
 SUITE_CHOICES = (*SUITES, "all")
 Level = tuple[str, int, Callable[[Tensor], Tensor]]
 
@@ -58,24 +56,23 @@ def run_robustness(run_dir: str | Path, data_root: str | Path | None = None,
     """
     levels = suite_levels(suite, seed)
     lr = load_run(run_dir)
-    if data_root is not None:
-        data, split = labeled_tree(lr, Path(data_root)), "data-root"
-    else:
-        data, split = run_split(lr, None)
+    data, split = evaluation_data(lr, data_root, None)
     fmt = lr.norm.get("fmt") or ("srgb" if lr.norm["scale"] == 255.0 else "linear")
     tta = lr.cfg.train.tta
     # Same call as evaluate_run, so the clean row equals `reslab eval` bit for bit.
     clean = loss_and_accuracy(*lr.predict(lr.loader(data), tta=tta))[1]
-    rows = [{"perturbation": "clean", "severity": 0, "accuracy": clean, "drop": 0.0}]
+    mode = "raw" if raw else "display"
+    rows = [{"perturbation": "clean", "severity": 0, "accuracy": clean, "drop": 0.0,
+             "mode": mode}]
     for name, severity, fn in track(levels, total=len(levels), description="robustness"):
         encode = level_encoder(name, fn, raw, data.images.dtype, fmt, lr.norm["scale"])
         logits, labels = lr.predict(perturbed_batches(lr, data, encode), tta=tta)
         acc = loss_and_accuracy(logits, labels)[1]
         rows.append({"perturbation": name, "severity": severity, "accuracy": acc,
-                     "drop": clean - acc})
+                     "drop": clean - acc, "mode": mode})
     if write:
         info = {"split": split, "n": len(data), "suite": suite, "raw": raw, "fmt": fmt}
-        write_outputs(lr.run.path, rows, info)
+        lr.run.write_robustness(rows, to_markdown(rows, info, lr.run.path.resolve().name))
     return rows
 
 
@@ -173,14 +170,6 @@ def mean_corruption_accuracy(rows: list[dict]) -> float | None:
     return sum(accs) / len(accs) if accs else None
 
 
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: r[k] for k in COLUMNS} for r in rows)  # repr floats: exact round trip
-    return buf.getvalue()
-
-
 def to_markdown(rows: list[dict], info: dict, title: str) -> str:
     mode = "raw stored values" if info["raw"] else "display space"
     lines = [f"# Robustness: {title}", "",
@@ -195,13 +184,3 @@ def to_markdown(rows: list[dict], info: dict, title: str) -> str:
         lines += ["", f"Mean corruption accuracy: **{mca:.4f}** "
                   f"(drop {rows[0]['accuracy'] - mca:.4f})"]
     return "\n".join(lines) + "\n"
-
-
-def write_outputs(run: Path, rows: list[dict], info: dict) -> None:
-    atomic_write_text(run / "robustness.csv", to_csv(rows))
-    atomic_write_text(run / "robustness.md", to_markdown(rows, info, run.resolve().name))
-    try:
-        from ..report.plots import plot_robustness
-    except ImportError:  # the report package is optional for this command
-        return
-    plot_robustness(rows, run / "plots" / "robustness.png")

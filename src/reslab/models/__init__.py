@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, is_user_arch
 from ..errors import ReslabError
 from .resnet import PRESETS, CifarResNet
 from .safe_conv import avoid_strided_pointwise_bug
-from .user import build_user_model, is_user_arch
+from .user import build_user_model
 
 
 def build_model(cfg: ModelConfig, num_classes: int, in_chans: int = 3) -> nn.Module:

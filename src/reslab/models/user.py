@@ -17,11 +17,8 @@ from typing import Any
 
 from torch import nn
 
+
 from ..errors import ReslabError
-
-
-def is_user_arch(arch: str) -> bool:
-    return ":" in arch and not arch.startswith(("tv:", "timm:"))
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -30,16 +27,6 @@ def split_arch(arch: str) -> tuple[str, str]:
         raise ReslabError(f"model.arch = {arch!r}: expected 'path/to/file.py:ClassName' or "
                           "'package.module:ClassName'")
     return target, name
-
-
-def resolve_arch_path(arch: str, base: Path) -> str:
-    """A file-based arch with a relative path, made absolute against `base`."""
-    if not is_user_arch(arch):
-        return arch
-    target, name = split_arch(arch)
-    if target.endswith(".py") and not Path(target).expanduser().is_absolute():
-        return f"{(base / target).resolve()}:{name}"
-    return arch
 
 
 def load_class(arch: str) -> type:

@@ -7,28 +7,30 @@ render to HTML through the Jinja2 template and to Markdown here, so both stay in
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as _dt
-import json
 import math
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import jinja2
 import numpy as np
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from ..errors import ReslabError
+from ..runs.rundir import CompareDir, Directory, RunDir, SweepDir, open_directory
 from ..utils import atomic_write_text, natural_key
 from . import plots
 
 TEMPLATES = Path(__file__).with_name("templates")
-KINDS = {"metrics.jsonl": "run", "trials.csv": "sweep", "compare.csv": "comparison"}
-# Plot files this module writes; everything else under plots/ came from the sweep/compare command.
-OWN_PLOTS = {"learning_curves.png", "confusion_matrix.png", "per_class_accuracy.png",
-             "misclassified.png", "robustness.png", "overlaid_curves.png"}
+KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison"}
+# Plots this module draws; everything else under plots/ came from the sweep/compare command.
+OWN_PLOTS = {"learning_curves", "confusion_matrix", "per_class_accuracy", "misclassified",
+             "robustness", "overlaid_curves"}
 # Column names holding rates/losses, as whole words: "val_acc" yes, "train.accum_steps" no.
 FOUR_DECIMALS = re.compile(r"(?<![a-z])(acc|accuracy|loss|value|drop|score)(?![a-z])")
 SUMMARY_KEYS = ("best_val_acc", "final_val_acc", "test_acc", "params", "epochs_run",
@@ -91,77 +93,39 @@ class Section:
 
 
 # --------------------------------------------------------------------------- public API
-def write_report(directory: Path) -> tuple[Path, Path]:
+def write_report(directory: str | Path) -> tuple[Path, Path]:
     """Regenerate plots into `directory/plots/` and write report.html and report.md.
 
-    Raises ReslabError when `directory` is missing or is not a run (metrics.jsonl),
-    sweep (trials.csv) or comparison (compare.csv) directory.
+    Raises ReslabError when `directory` is missing or is not a run, sweep or comparison
+    directory, or when one of its files is malformed.
     """
-    directory = Path(directory)
-    kind = detect_kind(directory)
-    builder = {"run": _run_sections, "sweep": _sweep_sections, "comparison": _compare_sections}
-    sections = [s for s in builder[kind](directory) if s.blocks]
-    title = directory.resolve().name or str(directory)
-    html_path, md_path = directory / "report.html", directory / "report.md"
-    atomic_write_text(html_path, _render_html(title, kind, sections))
-    atomic_write_text(md_path, _render_markdown(title, kind, sections, directory))
-    return html_path, md_path
-
-
-def detect_kind(directory: Path) -> str:
-    """'run', 'sweep' or 'comparison', from the contract file the directory holds."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ReslabError(f"{directory}: no such directory (expected a run, sweep or "
-                          "comparison directory)")
-    for name, kind in KINDS.items():
-        if (directory / name).is_file():
-            return kind
-    raise ReslabError(f"{directory}: not a run, sweep or comparison directory (expected "
-                      "metrics.jsonl, trials.csv or compare.csv)")
+    target = open_directory(directory)
+    builder = {RunDir: _run_sections, SweepDir: _sweep_sections, CompareDir: _compare_sections}
+    sections = [s for s in builder[type(target)](target) if s.blocks]
+    kind = KINDS[type(target)]
+    title = target.path.resolve().name or str(target.path)
+    atomic_write_text(target.report_html, _render_html(title, kind, sections))
+    atomic_write_text(target.report_md, _render_markdown(title, kind, sections, target.path))
+    return target.report_html, target.report_md
 
 
 # --------------------------------------------------------------------------- readers
-def _read(path: Path, parse) -> Any:
-    """Parse a contract file; malformed content becomes a one-line ReslabError naming it."""
+def _read(what: Path, read: Callable[[], Any]) -> Any:
+    """Run a contract reader; malformed content becomes a one-line ReslabError naming it."""
     try:
-        return parse(path)
+        return read()
     except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError,
             zipfile.BadZipFile) as err:
-        raise ReslabError(f"{path}: cannot read ({type(err).__name__}: {err})") from None
+        raise ReslabError(f"{what}: cannot read ({type(err).__name__}: {err})") from None
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _csv_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _confusion(path: Path) -> tuple[list[str], np.ndarray]:
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r]
-    classes = rows[0][1:]
-    matrix = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
-    if matrix.shape != (len(classes), len(classes)):
-        raise ValueError(f"expected a {len(classes)}x{len(classes)} matrix, got {matrix.shape}")
-    return classes, matrix
-
-
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in ("images", "true", "pred", "confidence")}
-
-
-def _metrics_of(dirs: list[Path]) -> dict[str, list[dict]]:
-    runs = {}
-    for d in sorted(dirs, key=lambda p: natural_key(p.name)):
-        rows = _read(d / "metrics.jsonl", _jsonl)
+def _metrics_of(runs: list[RunDir], label: str = "{}") -> dict[str, list[dict]]:
+    found = {}
+    for run in runs:
+        rows = _read(run.metrics, run.read_metrics)
         if rows:
-            runs[d.name] = rows
-    return runs
+            found[label.format(run.path.name)] = rows
+    return found
 
 
 # --------------------------------------------------------------------------- formatting
@@ -213,75 +177,74 @@ def _is_numeric(values: list[Any]) -> bool:
 
 
 def _markdown_blocks(text: str) -> list[Block]:
-    """Minimal Markdown: pipe tables, '#' headings, fenced code, other lines as paragraphs."""
+    """Markdown (markdown-it-py, with tables) -> report blocks: headings, tables, code, text."""
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
     blocks: list[Block] = []
-    lines = text.splitlines()
     i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        if line.startswith("|"):
-            j = i
-            while j < len(lines) and lines[j].strip().startswith("|"):
-                j += 1
-            blocks.append(_pipe_table(lines[i:j]))
-            i = j
-            continue
-        if line.startswith("```"):
-            j = i + 1
-            while j < len(lines) and not lines[j].strip().startswith("```"):
-                j += 1
-            blocks.append(Pre("\n".join(lines[i + 1:j])))
-            i = j + 1
-            continue
-        if line.startswith("#"):
-            blocks.append(Heading(line.lstrip("#").strip()))
-        elif line:
-            blocks.append(Text(line.replace("**", "").replace("`", "")))
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.type == "heading_open":
+            blocks.append(Heading(_plain(tokens[i + 1])))
+        elif tok.type == "paragraph_open":
+            blocks.append(Text(_plain(tokens[i + 1])))
+        elif tok.type in ("fence", "code_block"):
+            blocks.append(Pre(tok.content.rstrip("\n"), tok.info.strip()))
+        elif tok.type == "table_open":
+            end = next(j for j in range(i, len(tokens)) if tokens[j].type == "table_close")
+            blocks.append(_md_table(tokens[i:end]))
+            i = end
         i += 1
     return blocks
 
 
-def _pipe_table(lines: list[str]) -> Table:
-    rows = [[c.strip() for c in re.split(r"(?<!\\)\|", ln.strip().strip("|"))] for ln in lines]
-    rows = [[c.replace("\\|", "|").replace("`", "").replace("**", "") for c in r] for r in rows]
-    body = [r for r in rows[1:] if not all(re.fullmatch(r":?-+:?", c) for c in r if c)]
-    headers = rows[0]
-    body = [(r + [""] * len(headers))[:len(headers)] for r in body]
-    numeric = [_is_numeric([r[k] for r in body]) for k in range(len(headers))]
+def _plain(inline: Token) -> str:
+    """An inline token's text without markup (bold, code spans, links)."""
+    parts = [" " if c.type in ("softbreak", "hardbreak") else c.content
+             for c in inline.children or [] if c.type in ("text", "code_inline", "softbreak",
+                                                        "hardbreak")]
+    return "".join(parts).strip()
+
+
+def _md_table(tokens: list[Token]) -> Table:
+    rows: list[list[str]] = []
+    for tok in tokens:
+        if tok.type == "tr_open":
+            rows.append([])
+        elif tok.type == "inline":
+            rows[-1].append(_plain(tok))
+    headers, body = rows[0], rows[1:]
+    numeric = [_is_numeric([r[k] for r in body if k < len(r)]) for k in range(len(headers))]
     return Table(headers=headers, rows=body, numeric=numeric)
 
 
 # --------------------------------------------------------------------------- run
-def _run_sections(d: Path) -> list[Section]:
-    classes = _read(d / "classes.json", lambda p: json.loads(p.read_text())) \
-        if (d / "classes.json").is_file() else None
-    sections = [_config_section(d), _summary_section(d), _curves_section(d)]
-    sections += _confusion_sections(d)
-    sections += [_misclassified_section(d, classes), _robustness_section(d)]
+def _run_sections(run: RunDir) -> list[Section]:
+    classes = _read(run.classes, run.read_classes) if run.classes.is_file() else None
+    sections = [_config_section(run), _summary_section(run), _curves_section(run)]
+    sections += _confusion_sections(run)
+    sections += [_misclassified_section(run, classes), _robustness_section(run)]
     return sections
 
 
-def _config_section(d: Path) -> Section:
-    section = Section("Config")
-    if (d / "config.yaml").is_file():
-        section.blocks.append(Pre(_read(d / "config.yaml", Path.read_text).rstrip(), "yaml"))
-    return section
+def _config_section(run: RunDir) -> Section:
+    text = _read(run.config, run.read_config_text)
+    return Section("Config", [Pre(text.rstrip(), "yaml")] if text else [])
 
 
-def _summary_section(d: Path) -> Section:
+def _summary_section(run: RunDir) -> Section:
     section = Section("Summary")
-    if (d / "result.json").is_file():
-        result = _read(d / "result.json", lambda p: json.loads(p.read_text()))
+    if run.result.is_file():
+        result = _read(run.result, run.read_result)
         items = [(k.replace("_", " "), fmt(result.get(k), k)) for k in SUMMARY_KEYS if k in result]
         section.blocks.append(Cards(items))
     return section
 
 
-def _curves_section(d: Path) -> Section:
+def _curves_section(run: RunDir) -> Section:
     section = Section("Learning curves")
-    rows = _read(d / "metrics.jsonl", _jsonl)
+    rows = _read(run.metrics, run.read_metrics)
     if rows:
-        out = plots.plot_learning_curves(rows, d / "plots" / "learning_curves.png")
+        out = plots.plot_learning_curves(rows, run.plot("learning_curves"))
         section.blocks.append(Image(out, "Loss and accuracy per epoch"))
         keys = [k for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                             "test_loss", "test_acc", "lr", "seconds") if any(k in r for r in rows)]
@@ -289,31 +252,30 @@ def _curves_section(d: Path) -> Section:
     return section
 
 
-def _confusion_sections(d: Path) -> list[Section]:
-    path = d / "confusion_matrix.csv"
-    if not path.is_file():
+def _confusion_sections(run: RunDir) -> list[Section]:
+    if not run.confusion.is_file():
         return []
-    classes, matrix = _read(path, _confusion)
+    classes, matrix = _read(run.confusion, run.read_confusion)
     support = matrix.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.diag(matrix) / support
     per_class = {c: float(a) for c, a in zip(classes, acc)}
     conf = Section("Confusion matrix", [Image(
-        plots.plot_confusion(matrix, classes, d / "plots" / "confusion_matrix.png"),
+        plots.plot_confusion(matrix, classes, run.plot("confusion_matrix")),
         "Rows: true class, columns: predicted class; colour is the row-normalised rate")])
     rows = [{"class": c, "support": int(s), "correct": int(matrix[i, i]), "accuracy": a}
             for i, (c, s, a) in enumerate(zip(classes, support, acc))]
     per = Section("Per-class accuracy", [
-        Image(plots.plot_per_class(per_class, d / "plots" / "per_class_accuracy.png"),
+        Image(plots.plot_per_class(per_class, run.plot("per_class_accuracy")),
               "Correct / total per true class"), _table(rows)])
     return [conf, per]
 
 
-def _misclassified_section(d: Path, classes: list[str] | None) -> Section:
+def _misclassified_section(run: RunDir, classes: list[str] | None) -> Section:
     section = Section("Misclassified examples")
-    if not (d / "misclassified.npz").is_file():
+    if not run.misclassified.is_file():
         return section
-    data = _read(d / "misclassified.npz", _npz)
+    data = _read(run.misclassified, run.read_misclassified)
     if len(data["images"]) == 0:
         section.blocks.append(Text("No misclassified images were saved."))
         return section
@@ -321,38 +283,39 @@ def _misclassified_section(d: Path, classes: list[str] | None) -> Section:
     true = [name(int(i)) for i in data["true"]]
     pred = [name(int(i)) for i in data["pred"]]
     out = plots.plot_misclassified(data["images"], true, pred, data["confidence"],
-                                   d / "plots" / "misclassified.png")
+                                   run.plot("misclassified"))
     section.blocks.append(Image(out, f"{len(true)} misclassified images: true → predicted "
                                      "(confidence)"))
     return section
 
 
-def _robustness_section(d: Path) -> Section:
+def _robustness_section(run: RunDir) -> Section:
     section = Section("Robustness")
-    if (d / "robustness.csv").is_file():
-        rows = _read(d / "robustness.csv", _csv_rows)
-        if rows:
-            out = plots.plot_robustness(rows, d / "plots" / "robustness.png")
-            section.blocks += [Image(out, "Accuracy per perturbation; dashed line: clean"),
-                               _table(rows)]
-    elif (d / "robustness.md").is_file():
-        section.blocks += _markdown_blocks(_read(d / "robustness.md", Path.read_text))
+    rows = _read(run.robustness_csv, run.read_robustness)
+    if rows:
+        out = plots.plot_robustness(rows, run.plot("robustness"))
+        section.blocks += [Image(out, "Accuracy per perturbation; dashed line: clean"),
+                           _table(rows)]
+    else:
+        section.blocks += _markdown_blocks(_read(run.robustness_md, run.read_robustness_md) or "")
     return section
 
 
 # --------------------------------------------------------------------------- sweep
-def _sweep_sections(d: Path) -> list[Section]:
-    trials = _read(d / "trials.csv", _csv_rows)
-    sections = [_best_section(d, trials), Section("Trials", [_table(trials)] if trials else [])]
-    if (d / "factors.md").is_file():
-        sections.append(Section("Factors",
-                                _markdown_blocks(_read(d / "factors.md", Path.read_text))))
-    sections.append(_overlaid_section(d, "trials", "Trial learning curves", "trial {}"))
-    sections.append(_existing_plots_section(d, "Sweep plots"))
+def _sweep_sections(sweep: SweepDir) -> list[Section]:
+    trials = _read(sweep.trials_csv, sweep.read_trials)
+    sections = [_best_section(sweep, trials),
+                Section("Trials", [_table(trials)] if trials else [])]
+    factors = _read(sweep.factors_md, sweep.read_factors)
+    if factors:
+        sections.append(Section("Factors", _markdown_blocks(factors)))
+    sections.append(_overlaid_section(sweep, sweep.trial_runs(), "Trial learning curves",
+                                      "trial {}"))
+    sections.append(_existing_plots_section(sweep, "Sweep plots"))
     return sections
 
 
-def _best_section(d: Path, trials: list[dict]) -> Section:
+def _best_section(sweep: SweepDir, trials: list[dict]) -> Section:
     section = Section("Best trial")
     done = [t for t in trials if str(t.get("state", "")).upper() == "COMPLETE"
             and isinstance(_number(t.get("value")), (int, float))]
@@ -363,35 +326,35 @@ def _best_section(d: Path, trials: list[dict]) -> Section:
                  if k not in ("state", "reason")]
         section.blocks.append(Cards(items))
         section.blocks.append(Text(f"{len(done)} of {len(trials)} trials completed."))
-    if (d / "best.yaml").is_file():
-        section.blocks += [Heading("best.yaml"),
-                           Pre(_read(d / "best.yaml", Path.read_text).rstrip(), "yaml")]
+    best_yaml = _read(sweep.best_yaml, sweep.read_best)
+    if best_yaml:
+        section.blocks += [Heading("best.yaml"), Pre(best_yaml.rstrip(), "yaml")]
     return section
 
 
-def _overlaid_section(d: Path, subdir: str, title: str, label: str = "{}") -> Section:
+def _overlaid_section(target: Directory, runs: list[RunDir], title: str,
+                      label: str = "{}") -> Section:
     section = Section(title)
-    dirs = [p.parent for p in (d / subdir).glob("*/metrics.jsonl")] if (d / subdir).is_dir() else []
-    runs = {label.format(name): rows for name, rows in _metrics_of(dirs).items()}
-    if runs:
-        out = plots.plot_overlaid_curves(runs, d / "plots" / "overlaid_curves.png")
-        section.blocks.append(Image(out, f"{len(runs)} {subdir} overlaid"))
+    curves = _metrics_of(runs, label)
+    if curves:
+        out = plots.plot_overlaid_curves(curves, target.plot("overlaid_curves"))
+        section.blocks.append(Image(out, f"{len(curves)} runs overlaid"))
     return section
 
 
-def _existing_plots_section(d: Path, title: str) -> Section:
-    pngs = sorted((p for p in (d / "plots").rglob("*.png") if p.name not in OWN_PLOTS),
-                  key=lambda p: natural_key(p.relative_to(d).as_posix())) \
-        if (d / "plots").is_dir() else []
+def _existing_plots_section(target: Directory, title: str) -> Section:
+    pngs = sorted((p for p in target.plots.rglob("*.png") if p.stem not in OWN_PLOTS),
+                  key=lambda p: natural_key(p.relative_to(target.path).as_posix())) \
+        if target.plots.is_dir() else []
     return Section(title, [Image(p, p.stem.replace("_", " ")) for p in pngs])
 
 
 # --------------------------------------------------------------------------- comparison
-def _compare_sections(d: Path) -> list[Section]:
-    rows = _read(d / "compare.csv", _csv_rows)
+def _compare_sections(comparison: CompareDir) -> list[Section]:
+    rows = _read(comparison.compare_csv, comparison.read_table)
     return [Section("Comparison", [_table(rows)] if rows else []),
-            _overlaid_section(d, "runs", "Learning curves"),
-            _existing_plots_section(d, "Comparison plots")]
+            _overlaid_section(comparison, comparison.entry_runs(), "Learning curves"),
+            _existing_plots_section(comparison, "Comparison plots")]
 
 
 # --------------------------------------------------------------------------- rendering

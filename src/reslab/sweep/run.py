@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 
 from ..errors import ReslabError
+from ..report import write_report
 from ..utils import atomic_write_text, available_cores
 from .monitor import Monitor, retry_map
 from .outputs import best_trial, fmt_value, write_best_yaml, write_factors_md, write_trials_csv
@@ -80,10 +81,6 @@ def write_outputs(sweep_dir: Path, study: optuna.Study, sweep: Sweep) -> None:
 
 
 def _write_report(sweep_dir: Path) -> None:
-    try:
-        from ..report import write_report
-    except ImportError:
-        return
     try:
         write_report(sweep_dir)
     except Exception as err:  # the report is a convenience: the sweep's own files are written

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import Config, DataConfig
 from ..errors import ReslabError
+from ..training import train
 from .spec import RESULT_KEYS, Sweep, point_key
 from .study import duplicate_of
 
@@ -68,10 +69,8 @@ class TrialRunner:
         return TrialState.COMPLETE, same.value
 
     def warm_up(self) -> None:
-        """Import torch and the training loop (and list the data) before taking a trial, so a
-        trial's seconds are its own work: a budget-pruned trial costs ~0 s."""
-        from ..train import loop  # noqa: F401
-
+        """List the data before taking a trial (torch and the training loop are imported with
+        this module), so a trial's seconds are its own work: a budget-pruned trial costs ~0 s."""
         if self.sweep.base.model.max_params is not None:
             self._data_shape(self.sweep.base.data)
 
@@ -120,8 +119,6 @@ class TrialRunner:
         return self._shapes[key]
 
     def train(self, trial: optuna.Trial, cfg: Config) -> Outcome:
-        from ..train.loop import train
-
         out = self.sweep_dir / "trials" / str(trial.number)
         if out.exists():
             # Left by a study that no longer exists (trial numbers restart with a new study).

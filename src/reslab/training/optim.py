@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -40,14 +41,6 @@ def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float,
     return torch.optim.Adadelta(groups, lr=lr, **fast)
 
 
-class StepPlan:
-    """How many optimizer steps the LR schedule spans. A time budget re-plans it while training,
-    so the schedule always ends (LR -> 0) exactly when the budget does."""
-
-    def __init__(self, total_steps: int):
-        self.total_steps = max(1, int(total_steps))
-
-
 def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
     """Multiplier of the base LR at `step` of `total` (warm-up, then the chosen decay)."""
     if cfg.scheduler == "onecycle":
@@ -68,11 +61,13 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> 
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int,
-                    plan: StepPlan):
-    """Returns (scheduler, stepped_per_batch). Plateau is stepped per epoch with a metric."""
+                    total_steps: Callable[[], int]):
+    """Returns (scheduler, stepped_per_batch). Plateau is stepped per epoch with a metric.
+    `total_steps()` is read at every step: a time budget re-plans it while training, so the
+    schedule always ends (LR -> 0) when the budget does."""
     if cfg.scheduler == "plateau":
         mode = "max" if cfg.plateau.monitor.endswith("acc") else "min"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode=mode, factor=cfg.plateau.factor, patience=cfg.plateau.patience), False
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(cfg, step, plan.total_steps, steps_per_epoch)), True
+        opt, lambda step: lr_factor(cfg, step, total_steps(), steps_per_epoch)), True

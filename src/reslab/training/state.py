@@ -1,9 +1,31 @@
-"""Early stopping and best-metric tracking: small, serialisable state objects."""
+"""What a run has done so far (checkpointed, resumed exactly) and early stopping."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 from ..config import EarlyStopConfig
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0                  # last finished epoch (1-based numbering)
+    phase: int = 0                  # phase of that epoch
+    step: int = 0                   # optimizer steps, whole run
+    phase_step: int = 0             # optimizer steps in the current phase
+    schedule_steps: int = 0         # steps the current phase's LR schedule spans
+    seconds: float = 0.0            # training + validation time so far
+    best: float | None = None       # best value of train.monitor, and its epoch
+    best_epoch: int = 0
+    early_stopped: bool = False     # the last epoch ended its phase early
+    loss_ref: float | None = None   # starting loss, for the divergence rule
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            if f.name in state:
+                setattr(self, f.name, state[f.name])
 
 
 def better(a: float, b: float | None, metric: str, min_delta: float = 0.0) -> bool:

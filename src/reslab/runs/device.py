@@ -1,21 +1,31 @@
-"""Device-level settings: threads, mixed precision, which parameters form the head."""
+"""Where and in what precision a run computes: device, threads, autocast, loss scaling,
+deterministic kernels. Shared by training and evaluation, so both run a model the same way."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
-from torch import nn
 
 from ..utils import available_cores
 
 
-def configure_threads(threads: int | None, dist) -> int:
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def configure_threads(threads: int | None, local_ranks: int = 1) -> int:
     """`train.threads`, else $OMP_NUM_THREADS, else the cores this process may run on,
     shared evenly between local ranks."""
     n = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) \
-        or max(1, available_cores() // max(1, dist.local_world_size))
+        or max(1, available_cores() // max(1, local_ranks))
     torch.set_num_threads(n)
     return n
 
@@ -39,6 +49,10 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
 def grad_scaler(amp: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
     """fp16 gradients underflow without loss scaling; for every other precision a no-op."""
     return torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -60,29 +74,3 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
-
-
-def head_of(model: nn.Module) -> nn.Module | None:
-    """The classifier: what stays trainable while the backbone is frozen."""
-    for name in ("head", "fc", "classifier"):
-        module = getattr(model, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    get = getattr(model, "get_classifier", None)
-    return get() if callable(get) else None
-
-
-def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
-    head = head_of(model)
-    if head is None:
-        return
-    head_params = {id(p) for p in head.parameters()}
-    for p in model.parameters():
-        if id(p) not in head_params:
-            p.requires_grad_(not frozen)
-    if frozen:
-        # Frozen BatchNorm layers must not keep updating their running statistics.
-        head_modules = {id(m) for m in head.modules()}
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head_modules:
-                m.eval()

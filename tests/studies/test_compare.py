@@ -7,8 +7,9 @@ import yaml
 
 from reslab.config import load_config
 from reslab.errors import ReslabError
-from reslab.evaluate import compare
-from reslab.evaluate.compare import Entry, ensure_run, load_study, run_compare
+from reslab.studies import compare
+from reslab.runs.rundir import CompareDir
+from reslab.studies.compare import Entry, ensure_run, load_study, run_compare
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "compare"
 
@@ -102,7 +103,7 @@ def test_interrupted_run_is_resumed(compared, monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(compare, "train", lambda *a, **k: calls.append(k))
     entry = Entry("w4", load_study(compared[0]).entries[0].cfg)
-    ensure_run(entry, tmp_path / "runs", quiet=True, log=lambda _: None)
+    ensure_run(entry, CompareDir(tmp_path), quiet=True, log=lambda _: None)
     assert calls == [{"resume": tmp_path / "runs" / "w4", "quiet": True}]
 
 

@@ -1,13 +1,16 @@
-"""Checkpoints: plain tensors and builtins only, written atomically, read with weights_only."""
+"""Checkpoints: plain tensors and builtins only, written durably, read with weights_only."""
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ReslabError
-from ..utils import atomic_save_torch
+from ..utils import atomic_path
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -16,8 +19,12 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def save_checkpoint(path: Path, model: nn.Module, **state) -> None:
-    atomic_save_torch({"model": unwrap(model).state_dict(), **state}, path)
+def save_checkpoint(path: Path, model: nn.Module, **state: Any) -> None:
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save({"model": unwrap(model).state_dict(), **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -26,9 +33,18 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ReslabError(f"checkpoint {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, or pickled code we refuse to run
-        raise ReslabError(f"checkpoint {path} could not be read safely: "
-                          f"{str(err).splitlines()[0]}") from None
+    except pickle.UnpicklingError:
+        # torch's message advises weights_only=False, i.e. running the file's code: never.
+        raise ReslabError(f"checkpoint {path} holds objects other than tensors and plain data; "
+                          "refused, since loading them would run code from the file") from None
+    except Exception as err:  # truncated or corrupt file
+        raise ReslabError(f"checkpoint {path} could not be read (corrupt or truncated?): "
+                          f"{first_line(err)}") from None
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_weights(model: nn.Module, state: dict, path: str | Path) -> None:

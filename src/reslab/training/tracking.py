@@ -16,6 +16,8 @@ class Tracker:
     def __init__(self, cfg: Config, run_dir: Path):
         self.cfg, self.run_dir = cfg, run_dir
         self._tb = self._wandb = None
+        if cfg.train.tracking == "wandb":
+            require_wandb()  # before the first epoch, not after it
 
     def log(self, row: dict) -> None:
         scalars = {k: v for k, v in row.items() if k != "epoch" and v is not None}
@@ -41,15 +43,20 @@ class Tracker:
 
     def _wandb_run(self):
         if self._wandb is None:
-            try:
-                import wandb
-            except ImportError:
-                raise ReslabError("train.tracking = 'wandb': the wandb package is not "
-                                  "installed (pip install 'reslab[wandb]')") from None
+            wandb = require_wandb()
             self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "reslab"),
                                      name=self.run_dir.name, group=self.cfg.name,
                                      dir=str(self.run_dir), config=self.cfg.to_dict())
         return self._wandb
+
+
+def require_wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise ReslabError("train.tracking = 'wandb': the wandb package is not installed "
+                          "(pip install 'reslab[wandb]')") from None
+    return wandb
 
 
 class _TensorBoard:

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from ..utils import resolve_device
+from ..runs.device import resolve_device
 
 
 @dataclass

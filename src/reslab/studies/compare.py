@@ -27,25 +27,24 @@ is reused) and the table gains clean_acc, one <perturbation>_acc column per pert
 """
 from __future__ import annotations
 
-import csv
-import io
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import Config, format_validation_error, apply_overrides, load_config, read_yaml, validate
+from ..config import (Config, apply_overrides, format_validation_error, load_config, read_yaml,
+                      validate)
 from ..errors import ReslabError
-from ..train.loop import train
-from ..utils import atomic_write_text, read_json, read_jsonl
-from .perturb import SUITES
-from .robustness import (SUITE_CHOICES, mean_corruption_accuracy, run_robustness,
-                         suite_levels)
+from ..evaluate.perturb import SUITES
+from ..evaluate.robustness import (SUITE_CHOICES, mean_corruption_accuracy, run_robustness,
+                                   suite_levels)
+from ..report import write_report
+from ..report.plots import plot_overlaid_curves, plot_robustness
+from ..runs.rundir import CompareDir, RunDir, safe_name
+from ..training import train
 
 BASE_COLUMNS = ("name", "model", "format", "params", "best_val_acc", "test_acc", "epochs",
                 "seconds_per_epoch")
@@ -121,7 +120,7 @@ def _entry(item: Any, i: int, study: Path, overrides: list[str]) -> Entry:
     where = f"{study}: runs[{i}]"
     if isinstance(item, dict):
         cfg = validate(apply_overrides(item, overrides), where)
-        return Entry(_safe(cfg.name or cfg.model.arch), cfg)
+        return Entry(safe_name(cfg.name or cfg.model.arch), cfg)
     if not isinstance(item, str):
         raise ReslabError(f"{where}: expected a config path, a run directory or an inline "
                           f"config mapping, got {type(item).__name__}")
@@ -131,16 +130,12 @@ def _entry(item: Any, i: int, study: Path, overrides: list[str]) -> Entry:
         if not (target / "config.yaml").is_file():
             raise ReslabError(f"{where}: {target} is a directory without config.yaml "
                               "(not a run directory)")
-        return Entry(_safe(target.resolve().name), load_config(target / "config.yaml"), target)
+        return Entry(safe_name(target.resolve().name), load_config(target / "config.yaml"), target)
     if not target.is_file():
         raise ReslabError(f"{where}: {target} not found (expected a config file or a run "
                           "directory)")
     cfg = load_config(target, overrides)
-    return Entry(_safe(cfg.name or target.stem), cfg)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+    return Entry(safe_name(cfg.name or target.stem), cfg)
 
 
 def _dedupe(entries: list[Entry]) -> None:
@@ -172,30 +167,32 @@ def run_compare(study_path: str | Path, out: str | Path | None = None, quiet: bo
     """Train or reuse every run of the study, then write compare.csv/.md, plots and report."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     study = load_study(study_path)
-    out = Path(out) if out is not None else Path("compare") / _safe(study.name)
+    out = CompareDir(out if out is not None else Path("compare") / safe_name(study.name))
+    out.claim()
     for warning in split_warnings(study.entries):
         log(f"warning: {warning}")
-    dirs = {e.name: ensure_run(e, out / "runs", quiet, log) for e in study.entries}
+    dirs = {e.name: ensure_run(e, out, quiet, log) for e in study.entries}
     if study.suite:
         for name, run_dir in dirs.items():
-            ensure_robustness(run_dir, study.suite, log)
-    rows = [compare_row(name, d, study.suite) for name, d in dirs.items()]
+            ensure_robustness(RunDir(run_dir), study.suite, log)
+    rows = [compare_row(name, RunDir(d), study.suite) for name, d in dirs.items()]
     write_outputs(out, rows, dirs, study, log)
-    log(f"comparison: {out / 'compare.csv'}, {out / 'compare.md'}")
+    log(f"comparison: {out.compare_csv}, {out.compare_md}")
     return rows
 
 
-def ensure_run(entry: Entry, runs: Path, quiet: bool, log: Log) -> Path:
+def ensure_run(entry: Entry, out: CompareDir, quiet: bool, log: Log) -> Path:
     """The entry's run directory under `runs/`, trained, resumed or reused as needed."""
-    target = runs / entry.name
+    target = out.entry(entry.name)
+    run = RunDir(target)
     if entry.run_dir is not None:
         return _link_existing(entry, target, log)
-    if (target / "result.json").is_file():
-        if load_config(target / "config.yaml").to_dict() != entry.cfg.to_dict():
+    if run.result.is_file():
+        if run.read_config().to_dict() != entry.cfg.to_dict():
             log(f"warning: {target} was trained with a different config than the study gives "
                 "now; it is reused as is (delete it to retrain)")
         log(f"{entry.name}: finished run in {target}, reused")
-    elif (target / "last.pt").is_file():
+    elif run.has_started():
         log(f"{entry.name}: resuming {target}")
         train(resume=target, quiet=quiet)
     else:
@@ -206,7 +203,7 @@ def ensure_run(entry: Entry, runs: Path, quiet: bool, log: Log) -> Path:
 
 def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
     source = entry.run_dir.resolve()
-    if not (source / "result.json").is_file():
+    if not RunDir(source).result.is_file():
         raise ReslabError(f"{entry.run_dir}: no result.json (an unfinished run); finish it with "
                           f"reslab train --resume {entry.run_dir}")
     if target.is_symlink() or not target.exists():
@@ -226,39 +223,39 @@ def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
     return target
 
 
-def ensure_robustness(run_dir: Path, suite: str, log: Log) -> None:
+def ensure_robustness(run: RunDir, suite: str, log: Log, raw: bool = False) -> None:
+    """Robustness rows for the suite in the wanted mode; rows made in another mode are
+    recomputed, never mixed in."""
+    mode = "raw" if raw else "display"
     wanted = {(n, s) for n, s, _ in suite_levels(suite)}
-    have = {(r["perturbation"], int(r["severity"])) for r in _csv(run_dir / "robustness.csv")}
+    have = {(r["perturbation"], r["severity"]) for r in run.read_robustness()
+            if r["mode"] == mode}
     if wanted <= have:
         return
-    log(f"{run_dir.name}: robustness ({suite} suite)")
-    run_robustness(run_dir, suite=suite)
+    log(f"{run.path.name}: robustness ({suite} suite, {mode})")
+    rows = run_robustness(run.path, suite=suite, raw=raw)
+    plot_robustness(rows, run.plots / "robustness.png")
 
 
 # ----------------------------------------------------------------------------- rows
-def compare_row(name: str, run_dir: Path, suite: str | None) -> dict:
-    cfg = load_config(run_dir / "config.yaml")
-    result = read_json(run_dir / "result.json")
-    row = {"name": name, "model": cfg.model.arch, "format": data_format(run_dir, cfg),
+def compare_row(name: str, run: RunDir, suite: str | None) -> dict:
+    cfg = run.read_config()
+    result = run.read_result()
+    row = {"name": name, "model": cfg.model.arch, "format": data_format(run, cfg),
            "params": result.get("params"), "best_val_acc": result.get("best_val_acc"),
            "test_acc": result.get("test_acc"), "epochs": result.get("epochs_run"),
            "seconds_per_epoch": result.get("seconds_per_epoch")}
     if suite:
-        row.update(robustness_columns(_csv(run_dir / "robustness.csv"), suite))
+        row.update(robustness_columns(run.read_robustness(), suite))
     return row
 
 
-def data_format(run_dir: Path, cfg: Config) -> str:
-    """The format the run was trained on: best.pt's norm (memory-mapped, weights not read)."""
-    ckpt = run_dir / "best.pt"
-    if ckpt.is_file():
-        try:
-            norm = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["norm"]
-            if norm.get("fmt"):
-                return norm["fmt"]
-        except Exception:  # an unreadable checkpoint only costs this column its detail
-            pass
-    return cfg.data.format
+def data_format(run: RunDir, cfg: Config) -> str:
+    """The format the run was trained on, from its checkpoint's normalisation record."""
+    try:
+        return run.read_norm().get("fmt") or cfg.data.format
+    except ReslabError:  # an unreadable checkpoint only costs this column its detail
+        return cfg.data.format
 
 
 def robustness_columns(rows: list[dict], suite: str) -> dict:
@@ -276,27 +273,12 @@ def robustness_columns(rows: list[dict], suite: str) -> dict:
     return cols
 
 
-def _csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 # ----------------------------------------------------------------------------- outputs
 def columns_of(rows: list[dict]) -> list[str]:
     cols = list(BASE_COLUMNS)
     for row in rows:
         cols += [k for k in row if k not in cols]
     return cols
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns_of(rows), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def cell(value: Any, key: str) -> str:
@@ -320,17 +302,10 @@ def to_markdown(rows: list[dict], study: Study) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out: Path, rows: list[dict], dirs: dict[str, Path], study: Study,
+def write_outputs(out: CompareDir, rows: list[dict], dirs: dict[str, Path], study: Study,
                   log: Log) -> None:
-    atomic_write_text(out / "compare.csv", to_csv(rows))
-    atomic_write_text(out / "compare.md", to_markdown(rows, study))
-    try:
-        from ..report import write_report
-        from ..report.plots import plot_overlaid_curves
-    except ImportError as err:
-        log(f"warning: plots and report.html skipped: reslab.report is unavailable ({err})")
-        return
-    curves = {name: read_jsonl(d / "metrics.jsonl") for name, d in dirs.items()}
-    plot_overlaid_curves(curves, out / "plots" / "overlaid_curves.png", keys=CURVE_KEYS)
-    html, _ = write_report(out)
+    out.write_table(columns_of(rows), rows, to_markdown(rows, study))
+    curves = {name: RunDir(d).read_metrics() for name, d in dirs.items()}
+    plot_overlaid_curves(curves, out.plots / "overlaid_curves.png", keys=CURVE_KEYS)
+    html, _ = write_report(out.path)
     log(f"report: {html}")

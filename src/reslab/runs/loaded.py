@@ -1,0 +1,75 @@
+"""A finished (or interrupted) run, loaded back: its config, classes, normalisation and model
+with the chosen weights, ready to run data through exactly as training evaluated it."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data import ImageSet
+from ..data.loader import BatchLoader, Normalizer
+from ..errors import ReslabError
+from ..models import build_model
+from .checkpoint import load_checkpoint, load_weights
+from .device import amp_dtype, resolve_device
+from .infer import predict_batches
+from .rundir import RunDir
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    cfg: Config
+    classes: list[str]
+    model: nn.Module
+    norm: dict
+    device: torch.device
+    weights: Path
+
+    @property
+    def amp(self) -> torch.dtype | None:
+        return amp_dtype(self.cfg.train.amp, self.device)
+
+    @property
+    def in_chans(self) -> int:
+        return len(self.norm["mean"])
+
+    def predict(self, batches, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) in the precision the run trained and validated in."""
+        return predict_batches(self.model, batches, tta=tta, amp_dtype=self.amp)
+
+    def loader(self, data: ImageSet) -> BatchLoader:
+        norm = Normalizer(self.norm["mean"], self.norm["std"], self.norm["scale"], self.device)
+        return BatchLoader(data, self.cfg.train.eval_batch_size, self.device, norm,
+                           channels_last=self.cfg.train.channels_last)
+
+
+def load_run(path: str | Path, checkpoint: str | None = None, device: str = "auto") -> LoadedRun:
+    """Rebuild a run's model from its config and load `checkpoint` (default: the weights its
+    final evaluation used, `train.final_weights`)."""
+    run = RunDir.open(path)
+    cfg = run.read_config()
+    weights = choose_weights(run, checkpoint or cfg.train.final_weights)
+    ckpt = load_checkpoint(weights)
+    classes = ckpt.get("classes") or run.read_classes()
+    model = build_model(cfg.model.model_copy(update={"pretrained": False}),
+                        cfg.model.num_classes or len(classes), len(ckpt["norm"]["mean"]))
+    load_weights(model, ckpt["model"], weights)
+    dev = resolve_device(device)
+    return LoadedRun(run, cfg, classes, model.to(dev).eval(), ckpt["norm"], dev, weights)
+
+
+def choose_weights(run: RunDir, which: str) -> Path:
+    if which == "best" and run.best.is_file():
+        return run.best
+    if not run.last.is_file():
+        raise ReslabError(f"{run.path}: no checkpoint (best.pt or last.pt); the run never "
+                          "finished an epoch")
+    if which == "best":
+        print(f"note: {run.best} not found; using last.pt (epoch weights, not the best ones)",
+              file=sys.stderr)
+    return run.last

@@ -1,0 +1,311 @@
+"""Run, sweep and comparison directories: the contract between commands.
+
+Every file name is spelled here and every file is read and written here; nothing else in
+reslab touches a directory's files by name. Each directory reslab makes carries a `.reslab`
+marker naming its kind, so reslab never writes into a folder it did not make (a user's
+project folder given as --out is refused, not overwritten).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config, load_config
+from ..errors import ReslabError
+from ..utils import (append_jsonl, atomic_write_bytes, atomic_write_text, natural_key, read_csv,
+                     read_json, read_jsonl, remove_stale_temp_files, write_csv, write_json)
+
+MARKER = ".reslab"
+ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
+
+
+def marked_kind(path: Path) -> str | None:
+    marker = Path(path) / MARKER
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def claim_dir(path: Path, kind: str, flag: str = "--out") -> Path:
+    """Make `path` a `kind` directory: new, empty, or already reslab's of this kind.
+    Anything else (a file, a user's folder with files in it) is refused with one line."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ReslabError(f"{flag} {path} is a file; expected a directory (new or empty)")
+    if path.is_dir() and any(path.iterdir()):
+        found = marked_kind(path)
+        if found is None:
+            raise ReslabError(f"{flag} {path} is not empty and was not made by reslab; choose "
+                              "a new or empty directory (reslab never writes into other files)")
+        if found != kind:
+            raise ReslabError(f"{flag} {path} holds a reslab {found}, not a {kind}; choose "
+                              "another directory")
+    path.mkdir(parents=True, exist_ok=True)
+    if marked_kind(path) is None:
+        atomic_write_text(path / MARKER, kind + "\n")
+    remove_stale_temp_files(path)
+    return path
+
+
+class Directory:
+    """What every reslab directory has: plots/ and the report written from its files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    plots = property(lambda self: self.path / "plots")
+    report_html = property(lambda self: self.path / "report.html")
+    report_md = property(lambda self: self.path / "report.md")
+
+    def plot(self, name: str) -> Path:
+        return self.plots / f"{name}.png"
+
+
+class RunDir(Directory):
+    """One training run: config, classes, metrics per epoch, checkpoints, results, reports."""
+
+    config = property(lambda self: self.path / "config.yaml")
+    classes = property(lambda self: self.path / "classes.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    result = property(lambda self: self.path / "result.json")
+    env = property(lambda self: self.path / "env.json")
+    last = property(lambda self: self.path / "last.pt")
+    best = property(lambda self: self.path / "best.pt")
+    confusion = property(lambda self: self.path / "confusion_matrix.csv")
+    misclassified = property(lambda self: self.path / "misclassified.npz")
+    robustness_csv = property(lambda self: self.path / "robustness.csv")
+    robustness_md = property(lambda self: self.path / "robustness.md")
+    tb = property(lambda self: self.path / "tb")
+
+    # ------------------------------------------------------------------ opening
+    @staticmethod
+    def create(cfg: Config, out: str | Path | None, root: Path = Path("runs")) -> "RunDir":
+        """A directory for a new run. Refused: a user's folder, or a run that has started
+        (use --resume). A run killed before its first checkpoint is started over."""
+        if out is None:
+            name = cfg.name or f"{cfg.data.source}-{cfg.model.arch.replace(':', '-')}"
+            out = root / f"{safe_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = RunDir(claim_dir(Path(out), "run"))
+        if run.last.exists() or run.read_metrics(warn=False):
+            raise ReslabError(f"--out {run.path} already holds a run; use --resume {run.path} "
+                              "to continue it or choose another directory")
+        return run
+
+    @staticmethod
+    def open(path: str | Path) -> "RunDir":
+        run = RunDir(path)
+        if not run.config.is_file():
+            raise ReslabError(f"{run.path} is not a run directory (no config.yaml)")
+        remove_stale_temp_files(run.path)
+        return run
+
+    def has_started(self) -> bool:
+        """Has a checkpoint: --resume continues it (else it restarts from scratch)."""
+        return self.last.is_file()
+
+    # ------------------------------------------------------------------ config and classes
+    def write_start(self, cfg: Config, classes: list[str], env: dict | None = None) -> None:
+        atomic_write_text(self.config, cfg.to_yaml())
+        write_json(self.classes, classes)
+        if env is not None:
+            write_json(self.env, env)
+
+    def read_config(self, overrides: list[str] | None = None) -> Config:
+        return load_config(self.config, overrides)
+
+    def read_config_text(self) -> str | None:
+        return self.config.read_text() if self.config.is_file() else None
+
+    def read_classes(self) -> list[str]:
+        if not self.classes.exists():
+            raise ReslabError(f"{self.path}: classes.json missing; not a complete run")
+        return read_json(self.classes)
+
+    def read_env(self) -> dict | None:
+        return read_json(self.env) if self.env.is_file() else None
+
+    # ------------------------------------------------------------------ metrics and results
+    def append_metrics(self, row: dict) -> None:
+        append_jsonl(self.metrics, row)
+
+    def read_metrics(self, warn: bool = True) -> list[dict]:
+        return read_jsonl(self.metrics, warn=warn)
+
+    def truncate_metrics(self, last_epoch: int) -> list[dict]:
+        """Keep rows up to `last_epoch` (a resumed run rewrites the epochs after its checkpoint)."""
+        rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
+        atomic_write_text(self.metrics, "".join(_jsonl_line(r) for r in rows))
+        return rows
+
+    def write_result(self, result: dict) -> None:
+        write_json(self.result, result)
+
+    def read_result(self) -> dict:
+        if not self.result.is_file():
+            raise ReslabError(f"{self.path}: no result.json (an unfinished run); finish it with "
+                              f"reslab train --resume {self.path}")
+        return read_json(self.result)
+
+    # ------------------------------------------------------------------ evaluation outputs
+    def write_confusion(self, matrix: np.ndarray, classes: list[str]) -> None:
+        write_csv(self.confusion, ["true\\pred", *classes],
+                  ([c, *row] for c, row in zip(classes, matrix.tolist())))
+
+    def read_confusion(self) -> tuple[list[str], np.ndarray]:
+        with self.confusion.open(newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        classes = rows[0][1:]
+        matrix = np.array([[int(v) for v in r[1:]] for r in rows[1:]], dtype=np.int64)
+        if matrix.shape != (len(classes), len(classes)):
+            raise ValueError(f"expected a {len(classes)}x{len(classes)} matrix, got "
+                             f"{matrix.shape}")
+        return classes, matrix
+
+    def write_misclassified(self, images: np.ndarray, mistakes: dict[str, np.ndarray]) -> None:
+        atomic_write_bytes(self.misclassified, _npz_bytes(images=images, **mistakes))
+
+    def read_misclassified(self) -> dict[str, np.ndarray]:
+        with np.load(self.misclassified, allow_pickle=False) as data:
+            return {k: data[k] for k in ("images", "true", "pred", "confidence")}
+
+    def write_robustness(self, rows: list[dict], markdown: str) -> None:
+        write_csv(self.robustness_csv, list(ROBUSTNESS_COLUMNS),
+                  ([r.get(k, "") for k in ROBUSTNESS_COLUMNS] for r in rows))
+        atomic_write_text(self.robustness_md, markdown)
+
+    def read_robustness(self) -> list[dict]:
+        """Rows with typed values; `mode` is display/raw (files older than the column: '')."""
+        if not self.robustness_csv.is_file():
+            return []
+        return [{"perturbation": r["perturbation"], "severity": int(r["severity"] or 0),
+                 "accuracy": float(r["accuracy"]), "drop": float(r["drop"]),
+                 "mode": r.get("mode") or ""} for r in read_csv(self.robustness_csv)]
+
+    def read_robustness_md(self) -> str | None:
+        return self.robustness_md.read_text() if self.robustness_md.is_file() else None
+
+    def read_norm(self) -> dict:
+        """The normalisation (mean, std, scale, fmt) stored in the run's checkpoints."""
+        ckpt = self.best if self.best.is_file() else self.last
+        try:
+            return torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["norm"]
+        except Exception as err:
+            raise ReslabError(f"{ckpt}: cannot read its normalisation ({err})") from None
+
+
+class SweepDir(Directory):
+    """A sweep: study name, the trials table, best.yaml, factors, plots, one run per trial."""
+
+    study_txt = property(lambda self: self.path / "study.txt")
+    study_db = property(lambda self: self.path / "study.db")
+    trials_csv = property(lambda self: self.path / "trials.csv")
+    best_yaml = property(lambda self: self.path / "best.yaml")
+    factors_md = property(lambda self: self.path / "factors.md")
+    trials = property(lambda self: self.path / "trials")
+
+    def claim(self, study: str) -> None:
+        """Trial directories are named by trial number, so one directory holds one study."""
+        claim_dir(self.path, "sweep")
+        if self.study_txt.exists() and self.study_txt.read_text().strip() != study:
+            raise ReslabError(f"{self.path} holds study {self.study_txt.read_text().strip()!r}, "
+                              f"not {study!r}; give another --out DIR for a different study")
+        if not self.study_txt.exists():
+            atomic_write_text(self.study_txt, study + "\n")
+
+    def trial(self, number: int) -> RunDir:
+        return RunDir(self.trials / str(number))
+
+    def trial_runs(self) -> list[RunDir]:
+        found = [RunDir(p.parent) for p in self.trials.glob("*/metrics.jsonl")]
+        return sorted(found, key=lambda r: natural_key(r.path.name))
+
+    def write_trials(self, header: list[str], rows: list[list[Any]]) -> None:
+        write_csv(self.trials_csv, header, rows)
+
+    def read_trials(self) -> list[dict]:
+        return read_csv(self.trials_csv)
+
+    def write_best(self, text: str) -> None:
+        atomic_write_text(self.best_yaml, text)
+
+    def read_best(self) -> str | None:
+        return self.best_yaml.read_text() if self.best_yaml.is_file() else None
+
+    def read_factors(self) -> str | None:
+        return self.factors_md.read_text() if self.factors_md.is_file() else None
+
+    def write_factors(self, markdown: str) -> None:
+        atomic_write_text(self.factors_md, markdown)
+
+
+class CompareDir(Directory):
+    """A comparison: one run per entry under runs/<name>, the table, plots, the report."""
+
+    compare_csv = property(lambda self: self.path / "compare.csv")
+    compare_md = property(lambda self: self.path / "compare.md")
+    runs = property(lambda self: self.path / "runs")
+
+    def claim(self) -> None:
+        claim_dir(self.path, "comparison")
+
+    def entry(self, name: str) -> Path:
+        return self.runs / name
+
+    def entry_runs(self) -> list[RunDir]:
+        found = [RunDir(p.parent) for p in self.runs.glob("*/metrics.jsonl")]
+        return sorted(found, key=lambda r: natural_key(r.path.name))
+
+    def write_table(self, columns: list[str], rows: list[dict], markdown: str) -> None:
+        write_csv(self.compare_csv, columns, ([r.get(c) for c in columns] for r in rows))
+        atomic_write_text(self.compare_md, markdown)
+
+    def read_table(self) -> list[dict]:
+        return read_csv(self.compare_csv)
+
+
+def open_directory(path: str | Path) -> Directory:
+    """The run, sweep or comparison directory at `path` (from its marker or contract file)."""
+    kind = directory_kind(Path(path))
+    return {"run": RunDir, "sweep": SweepDir, "comparison": CompareDir}[kind](path)
+
+
+KIND_FILES = {"run": "metrics.jsonl", "sweep": "trials.csv", "comparison": "compare.csv"}
+
+
+def directory_kind(path: Path) -> str:
+    """'run', 'sweep' or 'comparison', from the marker or the contract file it holds."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReslabError(f"{path}: no such directory (expected a run, sweep or comparison "
+                          "directory)")
+    marked = marked_kind(path)
+    if marked in KIND_FILES and (path / KIND_FILES[marked]).is_file():
+        return marked
+    for kind, name in KIND_FILES.items():
+        if (path / name).is_file():
+            return kind
+    raise ReslabError(f"{path}: not a run, sweep or comparison directory (expected "
+                      f"{', '.join(KIND_FILES.values())})")
+
+
+def safe_name(name: str) -> str:
+    """A name usable as one path component: no separators, no '..', never empty."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+
+
+def _jsonl_line(row: dict) -> str:
+    return json.dumps(row) + "\n"
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+

@@ -1,0 +1,1 @@
+"""Orchestrators above training, evaluation and sweeps: comparisons (and whole studies)."""

@@ -1,0 +1,508 @@
+"""The training loop: config -> data + model -> epochs -> run directory.
+
+Read top to bottom: `train()` builds a `Session`, `fit()` runs the phases, `run_phase()` is
+the epoch loop (train -> validate -> record -> stop?) and `train_one_epoch()` the step loop.
+Metrics accumulate on the device; the host syncs once per epoch (and, on CPUs where it is
+free, once per step for the divergence check).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, PhaseConfig, load_config, parse_duration
+from ..data import DataBundle, load_data
+from ..data.augment import build_augment
+from ..data.loader import BatchLoader, Normalizer, epoch_generator, memory_format
+from ..errors import ReslabError
+from ..models import build_model, count_params
+from ..progress import progress_enabled, track
+from ..runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ..runs.device import (amp_dtype, autocast, configure_threads, deterministic_algorithms,
+                           grad_scaler)
+from ..runs.infer import (confusion_matrix, loss_and_accuracy, most_confident_mistakes,
+                          predict_batches)
+from ..runs.rundir import RunDir
+from ..data.display import to_display_uint8
+from .budget import Budget, Timing, describe, probe_timing
+from .distributed import Dist
+from .heads import head_of, set_backbone_frozen
+from .optim import build_optimizer, build_scheduler, param_groups
+from .state import EarlyStopping, TrainState, better
+from .tracking import Tracker
+
+EpochCallback = Callable[[dict], None]
+# A run has diverged when a train or val loss is NaN/inf, or a training step's mean loss
+# exceeds this multiple of its starting value (the first step's loss, at least ln(classes):
+# chance-level cross-entropy). Hardware-independent: a run that blows up to 1e13 on one CPU
+# and to NaN on another stops in the same epoch on both.
+DIVERGENCE_FACTOR = 10.0
+DROPOUT_SALT = 7  # epoch_generator salt of the per-epoch global seed (dropout draws)
+
+
+class Diverged(Exception):
+    """The loss became non-finite or grew past DIVERGENCE_FACTOR x its starting value."""
+
+
+@dataclass
+class Session:
+    """Everything a run needs, built once by `train()`."""
+    cfg: Config
+    run: RunDir
+    data: DataBundle
+    model: nn.Module                 # the bare model: checkpoints and evaluation
+    module: nn.Module                # what the steps run through (DDP and/or compiled)
+    device: torch.device
+    dist: Dist
+    amp: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    tracker: Tracker
+    log: Callable[[str], None]
+    state: TrainState = field(default_factory=TrainState)
+    timing: Timing | None = None     # measured once, at the first phase's start
+    estimate: float | None = None    # the printed duration estimate, seconds
+    resume: dict | None = None       # last.pt of a run resumed mid-phase, until used
+    on_epoch: EpochCallback | None = None
+    budget: Budget | None = None
+    stop_detail: str | None = None
+    eval_loaders: dict[str, BatchLoader] = field(default_factory=dict)
+
+    @property
+    def phases(self) -> list[PhaseConfig]:
+        return self.cfg.train.phases or [PhaseConfig(epochs=self.cfg.train.epochs)]
+
+    def phase_end(self, p: int) -> int:
+        return sum(ph.epochs for ph in self.phases[: p + 1])
+
+    def check_loss(self, value: float, what: str) -> None:
+        """Raise Diverged per the rule above (the first value checked sets the reference)."""
+        if not math.isfinite(value):
+            raise Diverged(f"{what} is {value}")
+        if self.state.loss_ref is None:
+            self.state.loss_ref = max(value, math.log(max(2, len(self.data.classes))))
+        elif value > DIVERGENCE_FACTOR * self.state.loss_ref:
+            raise Diverged(f"{what} {value:.3g} is over {DIVERGENCE_FACTOR:g}x its starting "
+                           f"value {self.state.loss_ref:.3g}")
+
+
+def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
+          overrides: list[str] | None = None, on_epoch: EpochCallback | None = None,
+          quiet: bool = False) -> dict:
+    """Train from a config (path, mapping or Config) into a run directory; returns result.json.
+
+    `resume` continues the run in that directory from its last.pt. `on_epoch` is called with
+    each epoch's metrics row on rank 0 and may raise (e.g. optuna.TrialPruned) to stop.
+    """
+    return run_training(config, out, resume, overrides, on_epoch, quiet)[1]
+
+
+def run_training(config=None, out: str | Path | None = None, resume: str | Path | None = None,
+                 overrides: list[str] | None = None, on_epoch: EpochCallback | None = None,
+                 quiet: bool = False) -> tuple[RunDir, dict]:
+    """`train`, also returning the run directory it trained into."""
+    dist = Dist.from_env()
+    try:
+        s = build_session(config, out, resume, overrides, dist, quiet)
+        s.on_epoch = on_epoch
+        with deterministic_algorithms(s.cfg.train.deterministic):
+            return s.run, fit(s)
+    finally:
+        dist.close()
+
+
+def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Session:
+    run = RunDir.open(resume) if resume is not None else None
+    cfg = run.read_config(overrides) if run else load_config(config, overrides)
+    configure_threads(cfg.train.threads, dist.local_world_size)
+    device = dist.device(cfg.train.device)
+    data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
+    ckpt = load_checkpoint(run.last) if run and run.has_started() else None
+    model = make_model(cfg, data, device, dist, pretrained=ckpt is None)
+    if run is None:
+        run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
+        run = dist.broadcast_run(run)
+    if dist.is_main:
+        run.write_start(cfg, data.classes)
+    amp = amp_dtype(cfg.train.amp, device)
+    log = (lambda line: None) if quiet or not dist.is_main else print
+    module = dist.wrap(model, unused_params=cfg.train.freeze_backbone_epochs > 0)
+    s = Session(cfg, run, data, model, torch.compile(module) if cfg.train.compile else module,
+                device, dist, amp, grad_scaler(amp, device), Tracker(cfg, run.path), log)
+    if ckpt is not None:
+        restore(s, ckpt)
+    elif resume is not None:
+        log(f"{run.path} has no checkpoint yet: starting the run over")
+    return s
+
+
+def make_model(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
+               pretrained: bool) -> nn.Module:
+    num_classes = cfg.model.num_classes or len(data.classes)
+    if num_classes < len(data.classes):
+        raise ReslabError(f"model.num_classes = {num_classes}: the data has "
+                          f"{len(data.classes)} classes")
+    torch.manual_seed(cfg.train.seed)
+    # A resumed run takes its weights from last.pt: don't load pretrained ones first.
+    model_cfg = cfg.model if pretrained else cfg.model.model_copy(update={"pretrained": False})
+    model = build_model(model_cfg, num_classes, data.in_chans)
+    if cfg.train.sync_bn:
+        model = dist.convert_sync_bn(model.to(device))
+    return model.to(device, memory_format=memory_format(cfg.train.channels_last))
+
+
+def restore(s: Session, ckpt: dict) -> None:
+    """Continue from last.pt: weights, progress, loss scale; the optimizer, schedule and early
+    stopping come back when their phase restarts (`s.resume`)."""
+    load_weights(s.model, ckpt["model"], s.run.last)
+    s.state.load_state_dict(ckpt)
+    if ckpt.get("scaler"):
+        s.scaler.load_state_dict(ckpt["scaler"])
+    s.resume = ckpt
+    if s.dist.is_main:
+        s.run.truncate_metrics(s.state.epoch)
+    s.log(f"Resuming {s.run.path} after epoch {s.state.epoch}")
+
+
+def fit(s: Session) -> dict:
+    params = count_params(s.model)
+    s.log(f"{s.cfg.model.arch}: {params:,} parameters, {len(s.data.train):,} train / "
+          f"{len(s.data.val or []):,} val / {len(s.data.test or []):,} test images, "
+          f"device {s.device}, run {s.run.path}")
+    started, stop = time.perf_counter(), "completed"
+    for p in range(s.state.phase, len(s.phases)):
+        if phase_finished(s, p):
+            continue
+        stop = run_phase(s, p)
+        if stop in ("diverged", "time_budget"):
+            break
+    result = finish(s, params, stop)
+    if s.estimate is not None:
+        result.update(estimated_seconds=s.estimate,
+                      measured_seconds=time.perf_counter() - started)
+        s.log(f"Took {describe(result['measured_seconds'])} (estimated {describe(s.estimate)})")
+        if s.dist.is_main:
+            s.run.write_result(result)
+    return result
+
+
+def phase_finished(s: Session, p: int) -> bool:
+    st = s.state
+    return p < st.phase or (p == st.phase and (st.early_stopped or st.epoch >= s.phase_end(p)))
+
+
+def run_phase(s: Session, p: int) -> str:
+    """One phase of epochs: train -> validate -> record -> stop?"""
+    cfg = s.cfg.train
+    loader = start_phase(s, p)
+    opt, sched, per_step, early = phase_optimizer(s, p, len(loader))
+    while s.budget is not None or s.state.epoch < s.phase_end(p):  # a budget sets its end
+        epoch, t0 = s.state.epoch + 1, time.perf_counter()
+        lr = head_lr(opt)
+        try:
+            loss, acc, steps = train_one_epoch(s, loader, opt, sched if per_step else None, epoch)
+            if steps == 0:  # the time budget ran out before a step
+                return "time_budget"
+            train_s = time.perf_counter() - t0
+            row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, **validate(s), "lr": lr}
+        except Diverged as err:
+            return diverged(s, epoch, err)
+        row["seconds"] = time.perf_counter() - t0
+        if not per_step:
+            sched.step(monitored(row, cfg.plateau.monitor))
+        stop = early.update(epoch, monitored(row, cfg.early_stopping.monitor))
+        out_of_time = s.budget is not None and s.budget.after_epoch(
+            s.state.phase_step, row["seconds"] - train_s, final_eval_share(s))
+        record_epoch(s, row, p, opt, sched, early, stop or out_of_time)
+        if stop:
+            s.log(f"Early stopping after epoch {epoch}: {cfg.early_stopping.monitor} improved "
+                  f"by < {cfg.early_stopping.min_delta} for {cfg.early_stopping.patience} epochs")
+            return "early_stopping"
+        if out_of_time:
+            return "time_budget"
+    return "completed"
+
+
+def start_phase(s: Session, p: int) -> BatchLoader:
+    """The phase's training loader; a new phase may start from best.pt and always starts its
+    epoch numbering after the previous phase's last epoch."""
+    phase = s.phases[p]
+    if s.resume is None:
+        if p > 0 and phase.start_from == "best" and s.run.best.exists():
+            load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
+            s.log(f"Phase {p + 1}: starting from best.pt (epoch {s.state.best_epoch})")
+        s.state.epoch = max(s.state.epoch, s.phase_end(p) - phase.epochs)
+        s.state.phase_step = 0
+    loader = make_loader(s.cfg, s.data, s.device, s.dist, train=True,
+                         augment=phase.augment or s.cfg.data.augment)
+    if s.timing is None:  # once per run: the phases share the measurement
+        s.timing = probe_timing(s.model, loader.epoch(0), lambda: autocast(s.device, s.amp))
+        s.estimate = estimate_duration(s, len(loader))
+    return loader
+
+
+def phase_optimizer(s: Session, p: int, steps_per_epoch: int):
+    """(optimizer, scheduler, stepped per batch, early stopping) for phase p, restored from
+    last.pt when the run is resumed in the middle of it."""
+    cfg, phase = s.cfg.train, s.phases[p]
+    lr = phase_lr(s.phases, p, cfg.lr)
+    momentum = phase.momentum if phase.momentum is not None else cfg.momentum
+    opt = build_optimizer(param_groups(s.model, head_of(s.model), lr, cfg.backbone_lr_scale,
+                                       cfg.weight_decay), phase.optimizer or cfg.optimizer,
+                          lr, momentum, cfg.nesterov)
+    s.budget = plan_budget(s, p, steps_per_epoch)
+    planned = steps_per_epoch * phase.epochs
+    total = (lambda: s.budget.total_steps) if s.budget else (lambda: planned)
+    sched, per_step = build_scheduler(opt, cfg, steps_per_epoch, total)
+    early = EarlyStopping(cfg.early_stopping)
+    if s.resume is not None:
+        warn_if_schedule_ended(s, planned)
+        opt.load_state_dict(s.resume["optimizer"])
+        sched.load_state_dict(s.resume["scheduler"])
+        early.load_state_dict(s.resume["early_stop"])
+        s.resume = None
+    s.state.schedule_steps = total()
+    return opt, sched, per_step, early
+
+
+def warn_if_schedule_ended(s: Session, planned: int) -> None:
+    st = s.state
+    if s.cfg.train.scheduler in ("cosine", "onecycle") and st.phase_step >= st.schedule_steps \
+            and planned > st.schedule_steps:
+        print(f"warning: the {s.cfg.train.scheduler} LR schedule of this run had ended (step "
+              f"{st.phase_step}); extending it re-plans the schedule over {planned} steps, so "
+              "the LR rises again from where that curve is now", file=sys.stderr)
+
+
+def train_one_epoch(s: Session, loader: BatchLoader, opt, sched, epoch: int
+                    ) -> tuple[float, float, int]:
+    """The steps of one epoch -> (mean train loss, train accuracy, steps taken)."""
+    cfg = s.cfg.train
+    torch.manual_seed(epoch_generator(cfg.seed, epoch, DROPOUT_SALT).initial_seed())
+    s.module.train()
+    set_backbone_frozen(s.model, epoch <= cfg.freeze_backbone_epochs)
+    sums = torch.zeros(3, device=s.device)  # loss, correct, images
+    # Checking the loss syncs with the device: every step on CPU (free), rarely on GPUs.
+    # Under DDP only the all-reduced epoch loss decides, so every rank stops together.
+    check = 0 if s.dist.world_size > 1 else 1 if s.device.type == "cpu" else 50
+    steps = 0
+    for x, y, weight in track(loader.epoch(epoch), total=len(loader), description=f"epoch {epoch}",
+                              enabled=progress_enabled(cfg.progress) and s.dist.is_main):
+        if s.budget is not None and s.state.phase_step >= s.budget.steps_allowed(
+                s.state.phase_step, steps):
+            break
+        loss, logits = train_step(s, x, y, weight, opt, sched)
+        sums += torch.stack([loss.float(), (logits.argmax(1) == y).sum().float(),
+                             torch.tensor(float(len(y)), device=s.device)])
+        if check and steps % check == 0:
+            s.check_loss(loss.item() / len(y), f"train loss at step {steps + 1}")
+        steps += 1
+        s.state.step, s.state.phase_step = s.state.step + 1, s.state.phase_step + 1
+    total_loss, correct, seen = s.dist.all_reduce(sums).tolist()
+    s.check_loss(total_loss / max(1.0, seen), "epoch train loss")
+    return total_loss / max(1.0, seen), correct / max(1.0, seen), steps
+
+
+def train_step(s: Session, x: torch.Tensor, y: torch.Tensor, weight: float, opt,
+               sched) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step -> (summed loss, logits), both detached."""
+    with autocast(s.device, s.amp):
+        logits = s.module(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=s.cfg.train.label_smoothing,
+                               reduction="sum")
+    opt.zero_grad(set_to_none=True)
+    # `weight` turns this rank's summed loss into its share of the global batch mean.
+    s.scaler.scale(loss * weight).backward()
+    s.scaler.step(opt)
+    s.scaler.update()
+    if sched is not None:
+        sched.step()
+    return loss.detach(), logits.detach()
+
+
+def validate(s: Session) -> dict:
+    out = {"val_loss": None, "val_acc": None}
+    for split in ("val", "test"):
+        if getattr(s.data, split) is None:
+            continue
+        logits, labels = predict_batches(s.model, eval_loader(s, split), amp_dtype=s.amp)
+        loss, out[f"{split}_acc"] = loss_and_accuracy(logits, labels)
+        out[f"{split}_loss"] = loss
+        if not math.isfinite(loss):
+            raise Diverged(f"{split} loss is {loss}")
+    return out
+
+
+def record_epoch(s: Session, row: dict, p: int, opt, sched, early: EarlyStopping,
+                 phase_over: bool) -> None:
+    cfg, st = s.cfg.train, s.state
+    st.epoch, st.phase, st.early_stopped = row["epoch"], p, phase_over
+    st.seconds += row["seconds"]
+    s.log(epoch_line(row))
+    if not s.dist.is_main:
+        return
+    s.run.append_metrics(row)
+    s.tracker.log(row)
+    meta = {"classes": s.data.classes, "norm": s.data.norm(), "config": s.cfg.to_dict()}
+    value = monitored(row, cfg.monitor)
+    if better(value, st.best, cfg.monitor):
+        st.best, st.best_epoch = value, row["epoch"]
+        save_checkpoint(s.run.best, s.model, epoch=row["epoch"], **meta)
+    save_checkpoint(s.run.last, s.model, optimizer=opt.state_dict(),
+                    scheduler=sched.state_dict(), early_stop=early.state_dict(),
+                    scaler=s.scaler.state_dict(), **st.state_dict(), **meta)
+    if s.on_epoch is not None:
+        s.on_epoch(row)
+
+
+def diverged(s: Session, epoch: int, err: Diverged) -> str:
+    s.stop_detail = f"epoch {epoch}: {err}"
+    s.state.epoch = epoch
+    s.log(f"Epoch {epoch}: diverged ({err}); stopping (lower train.lr?)")
+    return "diverged"
+
+
+def finish(s: Session, params: int, stop: str) -> dict:
+    """Final evaluation with the chosen weights; writes the confusion matrix and result.json."""
+    rows = s.run.read_metrics() if s.dist.is_main else []
+    st = s.state
+    result = {"best_val_acc": max((r["val_acc"] for r in rows if r["val_acc"] is not None),
+                                  default=None),
+              "final_val_acc": rows[-1]["val_acc"] if rows else None, "test_acc": None,
+              "params": params, "epochs_run": st.epoch, "best_epoch": st.best_epoch,
+              "stop_reason": stop, "seconds_per_epoch": st.seconds / max(1, len(rows)),
+              "seconds_total": st.seconds}
+    if s.stop_detail:
+        result["stop_detail"] = s.stop_detail
+    if not s.dist.is_main:
+        return result
+    if s.run.best.exists() and stop != "diverged":
+        if s.cfg.train.final_weights == "best":
+            load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
+        result.update(final_evaluation(s))
+    if s.budget is not None:
+        result.update(time_budget_s=s.budget.seconds, time_used_s=s.budget.elapsed(),
+                      steps=st.phase_step, planned_steps=s.budget.total_steps)
+    s.run.write_result(result)
+    s.tracker.summary(result)
+    s.tracker.close()
+    s.log(summary_line(result, s.run.path))
+    return result
+
+
+def final_evaluation(s: Session) -> dict:
+    split = "test" if s.data.test is not None else "val"
+    data = getattr(s.data, split)
+    if data is None:
+        return {}
+    logits, labels = predict_batches(s.model, eval_loader(s, split), tta=s.cfg.train.tta,
+                                     amp_dtype=s.amp)
+    loss, acc = loss_and_accuracy(logits, labels)
+    s.run.write_confusion(confusion_matrix(labels, logits.argmax(1), len(s.data.classes)),
+                          s.data.classes)
+    mistakes = most_confident_mistakes(labels, logits)
+    images = to_display_uint8(data.images[torch.from_numpy(mistakes["index"])], s.data.scale,
+                              s.data.fmt)
+    s.run.write_misclassified(images, mistakes)
+    return {f"{split}_acc_best_model": acc, "eval_split": split,
+            **({"test_acc": acc, "test_loss": loss} if split == "test" else {})}
+
+
+# ---------------------------------------------------------------------------- small helpers
+def make_loader(cfg: Config, data: DataBundle, device: torch.device, dist: Dist, train: bool,
+                split: str = "train", augment: str = "none") -> BatchLoader:
+    """A phase's training loader, or a split's evaluation loader."""
+    norm = Normalizer(data.mean, data.std, data.scale, device)
+    return BatchLoader(getattr(data, split), cfg.train.batch_size if train
+                       else cfg.train.eval_batch_size, device, norm,
+                       build_augment(augment, cfg.data.pad, cfg.data.gray_p) if train else None,
+                       shuffle=train, seed=cfg.train.seed, channels_last=cfg.train.channels_last,
+                       rank=dist.rank if train else 0, world_size=dist.world_size if train else 1)
+
+
+def eval_loader(s: Session, split: str) -> BatchLoader:
+    """Built once per run: building one copies the split into the channels-last layout."""
+    if split not in s.eval_loaders:
+        s.eval_loaders[split] = make_loader(s.cfg, s.data, s.device, s.dist, False, split)
+    return s.eval_loaders[split]
+
+
+def estimate_duration(s: Session, steps: int) -> float | None:
+    """Print the expected duration of what is left of the run (None under a time budget,
+    which plans its own steps per phase)."""
+    if s.cfg.train.time_budget is not None:
+        return None
+    epochs = sum(s.phase_end(p) - max(s.state.epoch, s.phase_end(p) - ph.epochs)
+                 for p, ph in enumerate(s.phases) if not phase_finished(s, p))
+    per_epoch = steps * s.timing.step_s + eval_images(s)[0] * s.timing.eval_image_s
+    total = epochs * per_epoch + eval_images(s)[1] * s.timing.eval_image_s
+    s.log(f"Estimated duration: {describe(total)} ({epochs} epochs of {steps} steps, "
+          f"~{describe(per_epoch)} each)")
+    return total
+
+
+def plan_budget(s: Session, p: int, steps_per_epoch: int) -> Budget | None:
+    if s.cfg.train.time_budget is None:
+        return None
+    n_val, n_final = eval_images(s)
+    seconds = parse_duration(s.cfg.train.time_budget) - s.state.seconds
+    budget = Budget(seconds, steps_per_epoch, s.timing.step_s, n_val * s.timing.eval_image_s,
+                    n_final * s.timing.eval_image_s)
+    s.log(f"Time budget {describe(seconds)}: planning {budget.total_steps} steps "
+          f"(~{budget.total_steps / steps_per_epoch:.1f} epochs at "
+          f"{s.cfg.train.batch_size / s.timing.step_s:.0f} img/s), re-planned every epoch")
+    return budget
+
+
+def eval_images(s: Session) -> tuple[int, float]:
+    """(images evaluated after each epoch, image-passes of the final evaluation)."""
+    n_val = sum(len(d) for d in (s.data.val, s.data.test) if d is not None)
+    return n_val, len(s.data.test or s.data.val or []) * (4 if s.cfg.train.tta else 1)
+
+
+def final_eval_share(s: Session) -> float:
+    n_val, n_final = eval_images(s)
+    return n_final / n_val if n_val else 0.0
+
+
+def head_lr(opt) -> float:
+    """The LR logged per epoch: the head's, which is the base LR when the backbone is scaled."""
+    return next((g["lr"] for g in opt.param_groups if g.get("head")), opt.param_groups[0]["lr"])
+
+
+def phase_lr(phases: list[PhaseConfig], p: int, base: float) -> float:
+    """A phase's LR: its own `lr`, else the previous phase's LR times its `lr_scale`."""
+    lr = base
+    for ph in phases[: p + 1]:
+        lr = ph.lr if ph.lr is not None else lr * (ph.lr_scale or 1.0)
+    return lr
+
+
+def monitored(row: dict, metric: str) -> float:
+    value = row.get(metric)
+    return row[metric.replace("val_", "train_")] if value is None else value
+
+
+def epoch_line(row: dict) -> str:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    return (f"Epoch {row['epoch']}, Train loss {fmt(row['train_loss'])}, Val loss "
+            f"{fmt(row['val_loss'])}, Train acc {fmt(row['train_acc'])}, Val acc "
+            f"{fmt(row['val_acc'])}, lr {row['lr']:.3g}, {row['seconds']:.1f} s")
+
+
+def summary_line(result: dict, path: Path) -> str:
+    parts = [f"best val acc {result['best_val_acc']:.4f}" if result["best_val_acc"] is not None
+             else "no validation split"]
+    if result["test_acc"] is not None:
+        parts.append(f"test acc {result['test_acc']:.4f}")
+    return (f"Done ({result['stop_reason']}, {result['epochs_run']} epochs): "
+            + ", ".join(parts) + f". Run directory: {path}")
