@@ -16,7 +16,7 @@ indexing, `torch.where` and one resample, with no per-sample Python, on any dtyp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ def imagenet_step(base: str, cfg: DataConfig) -> Augment:
     jitter = jitter_of(cfg, ColorJitter(preset.brightness, preset.contrast, preset.saturation,
                                         preset.hue))
     return replace(preset, hflip=cfg.flip_p, alternate_flip=cfg.flip == "alternate",
-                   scale=tuple(cfg.crop_scale or preset.scale), **vars(jitter))
+                   scale=tuple(cfg.crop_scale or preset.scale), **asdict(jitter))
 
 
 def base_steps(base: str, cfg: DataConfig) -> list[Augment]:
@@ -94,11 +94,7 @@ def build_pixel_augment(cfg: DataConfig, preset: str | None = None) -> Augment |
 def build_augment(preset: str, pad: int = 4, gray_p: float = 0.1) -> Augment | None:
     """The pixel steps of a `data.augment` preset at default strengths (None: no augmentation).
     Kept for callers that have no DataConfig; `build_train_augment` is the full pipeline."""
-    try:
-        split_augment(preset)
-    except ValueError as err:
-        raise ReslabError(f"data.augment = {preset!r}: {err}") from None
-    return build_pixel_augment(DataConfig(augment=preset, pad=pad, gray_p=gray_p))
+    return build_pixel_augment(DataConfig(pad=pad, gray_p=gray_p), preset)
 
 
 @dataclass(frozen=True)
