@@ -15,12 +15,55 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ReslabError
 
-AUGMENT_PRESETS = ("none", "flip", "crop", "crop-flip", "crop-flip-gray", "imagenet-phase1",
-                   "imagenet-phase2")
+# `data.augment` is a base preset, a policy, or BASE+POLICY (e.g. crop-flip+trivialaugment):
+# the base's crop/flip/colour steps run first, then the policy's per-image ops.
+AUGMENT_BASES = ("none", "flip", "crop", "crop-flip", "crop-flip-gray", "imagenet-phase1",
+                 "imagenet-phase2")
+AUGMENT_POLICIES = ("trivialaugment", "randaugment")
+AUGMENT_PRESETS = AUGMENT_BASES + AUGMENT_POLICIES
+
+
+def split_augment(name: str) -> tuple[str, str | None]:
+    """'crop-flip+trivialaugment' -> ('crop-flip', 'trivialaugment'); 'randaugment' ->
+    ('none', 'randaugment'); ValueError listing the choices for anything else."""
+    base, plus, policy = name.partition("+")
+    if not plus and base in AUGMENT_POLICIES:
+        return "none", base
+    if base in AUGMENT_BASES and (not plus or policy in AUGMENT_POLICIES):
+        return base, policy or None
+    raise ValueError(f"expected one of {', '.join(AUGMENT_PRESETS)}, or BASE+POLICY "
+                     f"(e.g. crop-flip+trivialaugment)")
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class JitterConfig(Section):
+    """Colour jitter strengths; null keeps the preset's own value (0 where it has no jitter)."""
+    brightness: float | None = Field(None, ge=0.0, le=1.0)   # factor in [1-b, 1+b]
+    contrast: float | None = Field(None, ge=0.0, le=1.0)
+    saturation: float | None = Field(None, ge=0.0, le=1.0)
+    hue: float | None = Field(None, ge=0.0, le=0.5)          # fraction of a turn, in [-h, h]
+
+
+class RandAugmentConfig(Section):
+    n: int = Field(2, ge=1, le=16)                           # ops per image
+    m: int = Field(9, ge=0, le=30)                           # magnitude bin of 31 (0..30)
+
+
+class MixupConfig(Section):
+    """Mixup/CutMix per image (off while both alphas are 0)."""
+    alpha: float = Field(0.0, ge=0.0, le=100.0)              # mixup lambda ~ Beta(alpha, alpha)
+    cutmix_alpha: float = Field(0.0, ge=0.0, le=100.0)       # cutmix lambda ~ Beta(a, a)
+    prob: float = Field(1.0, ge=0.0, le=1.0)                 # chance an image is mixed at all
+    switch_prob: float = Field(0.5, ge=0.0, le=1.0)          # cutmix share when both are on
+
+
+class ProgressiveResizeConfig(Section):
+    """Train on smaller images first (off while start_size is null); evaluation is full size."""
+    start_size: int | None = Field(None, ge=4, le=8192)      # shorter side in the first epoch
+    end_epoch_fraction: float = Field(0.5, gt=0.0, le=1.0)   # full size from here on
 
 
 class DataConfig(Section):
@@ -37,6 +80,14 @@ class DataConfig(Section):
     augment: str = "crop-flip"
     pad: int = Field(4, ge=0, le=64)
     gray_p: float = Field(0.1, ge=0.0, le=1.0)
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    flip: Literal["random", "alternate"] = "random"
+    jitter: JitterConfig = Field(default_factory=JitterConfig)
+    crop_scale: tuple[float, float] | None = None
+    randaugment: RandAugmentConfig = Field(default_factory=RandAugmentConfig)
+    mixup: MixupConfig = Field(default_factory=MixupConfig)
+    erasing: float = Field(0.0, ge=0.0, le=1.0)
+    progressive_resize: ProgressiveResizeConfig = Field(default_factory=ProgressiveResizeConfig)
     format: Literal["auto", "srgb", "linear", "log"] = "auto"
     normalize: Literal["dataset", "imagenet", "none"] = "dataset"
     cache_dir: str | None = None
@@ -46,8 +97,14 @@ class DataConfig(Section):
     @field_validator("augment")
     @classmethod
     def _known_augment(cls, v: str) -> str:
-        if v not in AUGMENT_PRESETS:
-            raise ValueError(f"expected one of {', '.join(AUGMENT_PRESETS)}")
+        split_augment(v)
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0.0 < v[0] <= v[1] <= 1.0:
+            raise ValueError("expected [lo, hi] with 0 < lo <= hi <= 1 (crop area fractions)")
         return v
 
     @model_validator(mode="after")

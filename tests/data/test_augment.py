@@ -1,10 +1,15 @@
 import pytest
 import torch
 
-from reslab.data.augment import (build_augment, random_crop, random_flip, random_grayscale,
-                                 to_grayscale)
-from reslab.data.loader import BatchLoader, Normalizer
 from reslab.data import ImageSet
+from reslab.data.augment import (
+    build_augment,
+    random_crop,
+    random_flip,
+    random_grayscale,
+    to_grayscale,
+)
+from reslab.data.loader import BatchLoader, Normalizer
 
 
 def batch(n=8, c=3, size=8, dtype=torch.uint8):
@@ -89,3 +94,27 @@ def test_distributed_shards_partition_the_global_batch():
         assert sorted(torch.cat([y0, y1]).tolist()) == sorted(y.tolist())
         # Per-rank loss sums weighted this way average (over ranks) to the global mean.
         assert w == pytest.approx(1 / len(y)) and w0 == w1 == pytest.approx(2 / len(y))
+
+
+def test_color_jitter_is_per_image_and_grey_batches_skip_the_colour_steps():
+    from reslab.data.transforms import ColorJitter
+
+    x = batch(n=16)
+    jitter = ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.2)
+    out = jitter(x, gen(1))
+    assert out.dtype == torch.uint8 and not torch.equal(out, x)
+    assert torch.equal(out, jitter(x, gen(1)))
+    hue_only = ColorJitter(hue=0.2)(x, gen(1)).float() - x.float()
+    assert hue_only.abs().flatten(1).mean(1).unique().numel() > 8  # different turns
+    grey = x[:, :1]
+    assert torch.equal(ColorJitter(saturation=0.5, hue=0.5)(grey, gen(1)), grey)
+    assert not torch.equal(ColorJitter(brightness=0.5)(grey, gen(1)), grey)
+
+
+def test_one_luma_for_every_augmentation():
+    from reslab.data import augment_policies, color, transforms
+
+    assert transforms.to_grayscale is color.to_grayscale is to_grayscale
+    x = batch(n=2).float()
+    assert torch.allclose(color.luma(x)[:, 0], 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])
+    assert augment_policies.adjust_saturation is color.adjust_saturation

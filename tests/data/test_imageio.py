@@ -9,9 +9,19 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_png
 
-from reslab.data.imageio import (IMAGE_EXTENSIONS, LOG_EPS, bit_depth_scale, image_size,
-                                 linear_to_log, linear_to_srgb, log_to_linear, read_image,
-                                 srgb_to_linear, to_float01, write_image)
+from reslab.data.imageio import (
+    IMAGE_EXTENSIONS,
+    LOG_EPS,
+    bit_depth_scale,
+    image_size,
+    linear_to_log,
+    linear_to_srgb,
+    log_to_linear,
+    read_image,
+    srgb_to_linear,
+    to_float01,
+    write_image,
+)
 from reslab.errors import ReslabError
 
 H, W = 4, 5

@@ -1,5 +1,4 @@
 """On the real CIFAR-10 JPEGs in ../shared (skipped when absent)."""
-import pytest
 
 import reslab
 

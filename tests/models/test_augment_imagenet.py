@@ -82,3 +82,28 @@ def test_single_channel_images():
     x = batch()[:, :1]
     y = build_imagenet_augment("imagenet-phase2")(x, gen())
     assert y.shape == x.shape and y.dtype == x.dtype and not torch.equal(y, x)
+
+
+def test_phase1_jitters_hue_by_default():
+    assert PRESETS["imagenet-phase1"].hue == 0.1
+    x = (batch() // 4 + 96).to(torch.uint8)  # 96..159: no clipping after a hue turn
+    out = replace(IDENTITY, hue=0.1)(x, gen())
+    assert not torch.equal(out, x)
+    # A hue turn keeps each pixel's luma (up to uint8 rounding).
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma_in, luma_out = (x.float() * w).sum(1), (out.float() * w).sum(1)
+    assert ((luma_in - luma_out).abs() <= 1.0).float().mean() > 0.99
+
+
+def test_alternating_flip_follows_the_batch_context():
+    from reslab.data.transforms import BatchContext, alternating_flips
+
+    x = batch(n=8)
+    aug = replace(IDENTITY, hflip=0.5, alternate_flip=True)
+    for epoch in (1, 2, 3):
+        ctx = BatchContext(epoch=epoch, index=torch.arange(8), seed=4)
+        out = aug(x, gen(epoch), ctx)
+        expected = torch.where(alternating_flips(ctx).view(-1, 1, 1, 1), x.flip(3), x)
+        assert torch.equal(out, expected)
+    with pytest.raises(ReslabError, match="data.flip"):
+        aug(x, gen())

@@ -5,11 +5,10 @@ per image and applied by a single `affine_grid` + `grid_sample` over the batch: 
 resample instead of four, and no per-sample Python. The cache already holds images at the
 input size (e.g. resize 256 + centre crop 224), so the crop takes a random region and samples
 it back to the same size. Areas rotated or shifted in from outside the image are black, as
-with torchvision's default fill. Colour jitter (brightness, contrast, saturation, then hue)
-is per-image factors broadcast over the batch, in a fixed order (torchvision shuffles it),
-on the stored values before normalisation; hue turns the chroma plane in YIQ space, a cheap
-linear stand-in for torchvision's HSV hue shift. All randomness comes from the caller's CPU
-generator, drawn in one fixed order, so a seed gives the same batch on any device.
+with torchvision's default fill. Colour jitter (`transforms.ColorJitter`: brightness, contrast,
+saturation, then hue) follows on the stored values before normalisation. All randomness comes
+from the caller's CPU generator, drawn in one fixed order, so a seed gives the same batch on
+any device.
 """
 from __future__ import annotations
 
@@ -17,14 +16,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ReslabError
-from .augment import Augment
+from .affine import warp
+from .color import restore_dtype
+from .transforms import BatchContext, ColorJitter, alternating_flips
 
-# RGB -> YIQ and back: rotating (I, Q) by an angle shifts hue, keeping luma Y.
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_RGB = torch.linalg.inv(_YIQ)
+__all__ = ["PRESETS", "ImagenetAugment", "build_imagenet_augment", "warp"]
 
 
 @dataclass(frozen=True)
@@ -39,14 +37,16 @@ class ImagenetAugment:
     contrast: float
     saturation: float
     hue: float                            # fraction of a full turn, in [-hue, hue]
+    alternate_flip: bool = False          # left-right flips alternate by epoch (data.flip)
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gen: torch.Generator,
+                 ctx: BatchContext | None = None) -> torch.Tensor:
         r = torch.rand(x.shape[0], 13, generator=gen, dtype=torch.float64)
+        if self.alternate_flip:  # the drawn column is replaced, so the stream stays the same
+            r[:, 4] = torch.where(alternating_flips(ctx), 0.0, 1.0)
         y = warp(x.float(), self.matrices(r[:, :9], x.shape[-2:]).to(x.device))
         y = self.jitter(y, r[:, 9:].to(x.device, torch.float32))
-        if not x.dtype.is_floating_point:
-            y = y.round_().clamp_(0, torch.iinfo(x.dtype).max)
-        return y.to(x.dtype)
+        return restore_dtype(y, x.dtype)
 
     def matrices(self, r: torch.Tensor, size: torch.Size) -> torch.Tensor:
         """(B,2,3) maps from output to input coordinates (affine_grid's normalised units)."""
@@ -69,53 +69,22 @@ class ImagenetAugment:
 
     def jitter(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Per-image brightness, contrast, saturation and hue on a float batch."""
-        def factor(u: torch.Tensor, amount: float) -> torch.Tensor:
-            return (1 + amount * (2 * u - 1)).view(-1, 1, 1, 1)
-
-        x = x * factor(r[:, 0], self.brightness)
-        gray = luma(x)
-        x = torch.lerp(gray.mean((2, 3), keepdim=True), x, factor(r[:, 1], self.contrast))
-        if x.shape[1] != 3:
-            return x
-        x = torch.lerp(luma(x), x, factor(r[:, 2], self.saturation))
-        if self.hue > 0:
-            x = hue_shift(x, (2 * r[:, 3] - 1) * self.hue * 2 * math.pi)
-        return x
-
-
-def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def luma(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[1] != 3:
-        return x
-    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
-
-
-def hue_shift(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rotate each image's chroma by its angle: one (3x3) colour matrix per image."""
-    cos, sin = angle.cos(), angle.sin()
-    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
-    rot = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1),
-                       torch.stack([zero, sin, cos], 1)], 1)
-    mats = _RGB.to(x.device) @ rot @ _YIQ.to(x.device)
-    return torch.einsum("bij,bjhw->bihw", mats, x)
+        return ColorJitter(self.brightness, self.contrast, self.saturation,
+                           self.hue).apply(x, r)
 
 
 PRESETS = {
+    # hue 0.1: the seed study's hand-built phase 1 (S4) jittered hue too.
     "imagenet-phase1": ImagenetAugment(scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
                                        vflip=0.0, degrees=15, translate=0.0, brightness=0.1,
-                                       contrast=0.1, saturation=0.1, hue=0.0),
+                                       contrast=0.1, saturation=0.1, hue=0.1),
     "imagenet-phase2": ImagenetAugment(scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
                                        vflip=0.2, degrees=30, translate=0.1, brightness=0.3,
                                        contrast=0.3, saturation=0.3, hue=0.05),
 }
 
 
-def build_imagenet_augment(preset: str) -> Augment:
+def build_imagenet_augment(preset: str) -> ImagenetAugment:
     """The batched augmentation of an `imagenet-*` preset (see the module docstring)."""
     if preset not in PRESETS:
         raise ReslabError(f"data.augment = {preset!r}: expected one of {', '.join(PRESETS)}")

@@ -2,16 +2,19 @@
 
 The only per-step host work is one index gather; everything else is a handful of batched
 tensor ops. Randomness comes from a generator seeded by (seed, epoch), so an epoch's batches
-are identical whether the run was interrupted or not.
+are identical whether the run was interrupted or not. Each batch's augmentation also gets a
+`BatchContext`: the epoch, the images' dataset indices (alternating flip) and how far the
+epoch schedule has got (progressive resizing; needs `epochs`).
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
 from . import ImageSet
-from .augment import Augment
+from .augment import TrainAugment, as_train_augment
+from .transforms import Augment, BatchContext
 
 
 class Normalizer:
@@ -32,12 +35,18 @@ def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
 
 
 class BatchLoader:
+    """`augment`: a TrainAugment (`augment.build_train_augment`) or bare pixel steps.
+    `epochs`, `first_epoch`: the schedule that progressive resizing follows: epoch
+    `first_epoch` starts at progress 0, each epoch adds 1/epochs (None: progress unknown)."""
+
     def __init__(self, data: ImageSet, batch_size: int, device: torch.device,
-                 normalize: Normalizer, augment: Augment | None = None, shuffle: bool = False,
-                 seed: int = 0, channels_last: bool = True, rank: int = 0, world_size: int = 1,
-                 to_device_whole: bool | None = None):
+                 normalize: Normalizer, augment: TrainAugment | Augment | None = None,
+                 shuffle: bool = False, seed: int = 0, channels_last: bool = True, rank: int = 0,
+                 world_size: int = 1, to_device_whole: bool | None = None,
+                 epochs: int | None = None, first_epoch: int = 1):
         self.data, self.batch_size, self.device = data, batch_size, device
-        self.normalize, self.augment, self.shuffle = normalize, augment, shuffle
+        self.normalize, self.augment = normalize, as_train_augment(augment)
+        self.shuffle, self.epochs, self.first_epoch = shuffle, epochs, first_epoch
         self.seed, self.channels_last = seed, channels_last
         self.rank, self.world_size = rank, world_size
         images, labels = data.images, data.labels
@@ -70,23 +79,38 @@ class BatchLoader:
     def __len__(self) -> int:
         return len(self._global_batches(0))
 
+    def progress(self, epoch: int) -> float | None:
+        """Fraction of the schedule done when `epoch` starts, in [0, 1] (None: no `epochs`)."""
+        if not self.epochs:
+            return None
+        return min(1.0, max(0.0, (epoch - self.first_epoch) / self.epochs))
+
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         """(x, y, weight) per step; `weight` turns this rank's summed loss into its share of
-        the global batch mean, so DDP's gradient average equals one process on the full batch."""
+        the global batch mean, so DDP's gradient average equals one process on the full batch.
+        `y`: (B,) int64 labels, or (B, C) float32 soft targets when the augmentation mixes
+        (`augment.soft_targets`; label smoothing is then already in them)."""
         gen = epoch_generator(self.seed, epoch, salt=1 + self.rank)
+        progress = self.progress(epoch)
         for idx in self._global_batches(epoch):
             weight = self.world_size / len(idx)
-            idx = idx[self.rank:: self.world_size].to(self.images.device)
-            # index_select copies whole rows; advanced indexing goes element by element.
-            x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
-            y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
-            if self.augment is not None:
-                x = self.augment(x, gen)
+            idx = idx[self.rank:: self.world_size]
+            x, y = self._gather(idx.to(self.images.device))
+            if self.augment is None:
+                x = self.normalize(x)
+            else:
+                ctx = BatchContext(epoch, idx, self.seed, progress)
+                x, y = self.augment(x, y, gen, ctx, self.normalize)
             # Augmentations may return either layout (the crop gathers channels-last):
             # the model gets exactly the configured one.
-            yield x_layout(self.normalize(x), self.channels_last), y, weight
+            yield x_layout(x, self.channels_last), y, weight
+
+    def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # index_select copies whole rows; advanced indexing goes element by element.
+        x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+        return x, self.labels.index_select(0, idx).to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         return self.epoch(0)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import Config, PhaseConfig, load_config, parse_duration
 from ..data import DataBundle, load_data
-from ..data.augment import build_augment
+from ..data.augment import build_train_augment
 from ..data.loader import BatchLoader, Normalizer, epoch_generator, memory_format
 from ..errors import ReslabError
 from ..models import build_model, count_params
@@ -203,6 +203,9 @@ def run_phase(s: Session, p: int) -> str:
     cfg = s.cfg.train
     loader = start_phase(s, p)
     opt, sched, per_step, early = phase_optimizer(s, p, len(loader))
+    if s.budget is not None:  # progressive resizing follows the budget's plan
+        loader.epochs = max(1, round(s.budget.total_steps / len(loader)))
+        loader.first_epoch = s.state.epoch + 1
     while s.budget is not None or s.state.epoch < s.phase_end(p):  # a budget sets its end
         epoch, t0 = s.state.epoch + 1, time.perf_counter()
         lr = head_lr(opt)
@@ -243,7 +246,9 @@ def start_phase(s: Session, p: int) -> BatchLoader:
     loader = make_loader(s.cfg, s.data, s.device, s.dist, train=True,
                          augment=phase.augment or s.cfg.data.augment)
     if s.timing is None:  # once per run: the phases share the measurement
-        s.timing = probe_timing(s.model, loader.epoch(0), lambda: autocast(s.device, s.amp))
+        # Epoch 1 of a progressive resize is the smallest: time the full size (progress 1).
+        s.timing = probe_timing(s.model, loader.epoch(s.phase_end(len(s.phases) - 1) + 1),
+                                lambda: autocast(s.device, s.amp))
         s.estimate = estimate_duration(s, len(loader))
     return loader
 
@@ -299,7 +304,8 @@ def train_one_epoch(s: Session, loader: BatchLoader, opt, sched, epoch: int
                 s.state.phase_step, steps):
             break
         loss, logits = train_step(s, x, y, weight, opt, sched)
-        sums += torch.stack([loss.float(), (logits.argmax(1) == y).sum().float(),
+        labels = y.argmax(1) if y.is_floating_point() else y  # soft targets: their top class
+        sums += torch.stack([loss.float(), (logits.argmax(1) == labels).sum().float(),
                              torch.tensor(float(len(y)), device=s.device)])
         if check and steps % check == 0:
             s.check_loss(loss.item() / len(y), f"train loss at step {steps + 1}")
@@ -312,11 +318,12 @@ def train_one_epoch(s: Session, loader: BatchLoader, opt, sched, epoch: int
 
 def train_step(s: Session, x: torch.Tensor, y: torch.Tensor, weight: float, opt,
                sched) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step -> (summed loss, logits), both detached."""
+    """One optimizer step -> (summed loss, logits), both detached. `y` holds class indices,
+    or soft targets (mixup/cutmix) that already include the label smoothing."""
+    smoothing = 0.0 if y.is_floating_point() else s.cfg.train.label_smoothing
     with autocast(s.device, s.amp):
         logits = s.module(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=s.cfg.train.label_smoothing,
-                               reduction="sum")
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing, reduction="sum")
     opt.zero_grad(set_to_none=True)
     # `weight` turns this rank's summed loss into its share of the global batch mean.
     s.scaler.scale(loss * weight).backward()
@@ -417,14 +424,20 @@ def final_evaluation(s: Session) -> dict:
 
 # ---------------------------------------------------------------------------- small helpers
 def make_loader(cfg: Config, data: DataBundle, device: torch.device, dist: Dist, train: bool,
-                split: str = "train", augment: str = "none") -> BatchLoader:
-    """A phase's training loader, or a split's evaluation loader."""
+                split: str = "train", augment: str | None = None) -> BatchLoader:
+    """A phase's training loader (augmented; progressive resizing follows the run's epochs,
+    or the time budget's plan), or a split's evaluation loader (as stored)."""
     norm = Normalizer(data.mean, data.std, data.scale, device)
-    return BatchLoader(getattr(data, split), cfg.train.batch_size if train
-                       else cfg.train.eval_batch_size, device, norm,
-                       build_augment(augment, cfg.data.pad, cfg.data.gray_p) if train else None,
-                       shuffle=train, seed=cfg.train.seed, channels_last=cfg.train.channels_last,
-                       rank=dist.rank if train else 0, world_size=dist.world_size if train else 1)
+    if not train:
+        return BatchLoader(getattr(data, split), cfg.train.eval_batch_size, device, norm,
+                           channels_last=cfg.train.channels_last)
+    pipeline = build_train_augment(cfg.data, len(data.classes), cfg.train.label_smoothing,
+                                   preset=augment)
+    epochs = None if cfg.train.time_budget else \
+        sum(ph.epochs for ph in cfg.train.phases) or cfg.train.epochs
+    return BatchLoader(data.train, cfg.train.batch_size, device, norm, pipeline, shuffle=True,
+                       seed=cfg.train.seed, channels_last=cfg.train.channels_last,
+                       rank=dist.rank, world_size=dist.world_size, epochs=epochs)
 
 
 def eval_loader(s: Session, split: str) -> BatchLoader:
