@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ReslabError
 
@@ -129,20 +137,66 @@ class ModelConfig(Section):
     max_params: int | None = Field(None, ge=1)
     block: Literal["basic", "bottleneck"] | None = None
     layers: list[int] | None = None
+    stem_width: int | None = Field(None, ge=1, le=4096)
     stem_kernel: int = Field(3, ge=1, le=11)
     kernel_size: int = Field(3, ge=1, le=11)
     pool_size: int = Field(1, ge=1, le=16)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    block_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     shortcut: Literal["projection", "zeropad"] = "projection"
     pretrained: bool | str = False
+    pretrained_strict: bool = True
     head: Literal["linear"] | HeadConfig = "linear"
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @staticmethod
+    def arch_kind(arch: str) -> str:
+        """'tv', 'timm', 'user' (path/file.py:Class or package.module:Class) or 'cifar'."""
+        if arch.startswith(("tv:", "timm:")):
+            return arch.partition(":")[0]
+        return "user" if ":" in arch else "cifar"
+
+    @staticmethod
+    def resolve_arch(arch: str, base: Path) -> str:
+        """A user arch `relative/file.py:Class`, made absolute against `base` (the config
+        file's folder), so that a run's config.yaml finds the file from anywhere."""
+        target, _, name = arch.rpartition(":")
+        if (ModelConfig.arch_kind(arch) == "user" and target.endswith(".py")
+                and not Path(target).expanduser().is_absolute()):
+            return f"{(base / target).resolve()}:{name}"
+        return arch
 
     @field_validator("layers")
     @classmethod
     def _layers(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and (not v or any(n < 1 for n in v)):
             raise ValueError("expected a non-empty list of block counts >= 1")
+        return v
+
+    @field_validator("stem_width", "block_dropout")
+    @classmethod
+    def _cifar_only(cls, v: Any, info: ValidationInfo) -> Any:
+        arch = info.data.get("arch", "")
+        if v and cls.arch_kind(arch) != "cifar":
+            raise ValueError(f"only for the CIFAR ResNets (resnet20, resnet18, ...), not {arch}")
+        return v
+
+    @field_validator("pretrained")
+    @classmethod
+    def _library_weights(cls, v: bool | str, info: ValidationInfo) -> bool | str:
+        arch = info.data.get("arch", "")
+        if v is True and cls.arch_kind(arch) not in ("tv", "timm"):
+            raise ValueError(f"true loads a library's ImageNet weights (tv:/timm: archs); for "
+                             f"{arch} give the path of a state-dict file or checkpoint")
+        return v
+
+    @field_validator("kwargs")
+    @classmethod
+    def _kwargs(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        arch = info.data.get("arch", "")
+        if v and cls.arch_kind(arch) not in ("user", "timm"):
+            raise ValueError(f"only for user models (file.py:Class, package.module:Class) and "
+                             f"timm: archs; {arch} is configured by the other model.* keys")
         return v
 
 
@@ -330,19 +384,5 @@ def load_config(source: str | Path | dict | Config | None = None,
         raw, name = read_yaml(source), str(source)
     cfg = validate(apply_overrides(raw, overrides), name)
     if isinstance(source, (str, Path)):
-        cfg.model.arch = resolve_arch_path(cfg.model.arch, Path(source).resolve().parent)
+        cfg.model.arch = ModelConfig.resolve_arch(cfg.model.arch, Path(source).resolve().parent)
     return cfg
-
-
-def is_user_arch(arch: str) -> bool:
-    """`path/to/file.py:Class` or `package.module:Class` (see reslab.models.user)."""
-    return ":" in arch and not arch.startswith(("tv:", "timm:"))
-
-
-def resolve_arch_path(arch: str, base: Path) -> str:
-    """A user model file named relative to its config file, made absolute, so the run's
-    config.yaml names it from anywhere."""
-    target, _, name = arch.rpartition(":")
-    if is_user_arch(arch) and target.endswith(".py") and not Path(target).expanduser().is_absolute():
-        return f"{(base / target).resolve()}:{name}"
-    return arch

@@ -12,8 +12,7 @@ from torch import nn
 from reslab.cli import main
 from reslab.config import HeadConfig, ModelConfig
 from reslab.errors import ReslabError
-from reslab.models import build_model, count_params
-from reslab.training.heads import head_of
+from reslab.models import build_model, classifier_of, count_params
 
 MLP = HeadConfig(hidden=[1024], dropout=0.3, batchnorm=True)
 
@@ -68,7 +67,7 @@ def eval_out(model: nn.Module, in_chans: int = 3) -> torch.Tensor:
 def test_param_counts_equal_torchvision_with_new_classifier(arch, params):
     model = build(arch, classes=10)
     assert count_params(model) == params
-    assert head_of(model) is model.head and isinstance(model.head, nn.Linear)
+    assert classifier_of(model) is model.head and isinstance(model.head, nn.Linear)
 
 
 def test_vgg_head_is_last_linear_and_mlp_stays_backbone():
@@ -181,7 +180,10 @@ def test_head_of_other_class_count_is_dropped_and_reported(tmp_path, capsys):
     source = build(classes=5)
     path = tmp_path / "five.pt"
     torch.save({"state_dict": source.state_dict()}, path)
-    model = build(classes=3, pretrained=str(path))
+    with pytest.raises(ReslabError, match="classifier does not fit.*pretrained_strict") as err:
+        build(classes=3, pretrained=str(path))  # strict (the default) refuses another head
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    model = build(classes=3, pretrained=str(path), pretrained_strict=False)
     assert torch.equal(model.backbone.conv1.weight, source.backbone.conv1.weight)
     assert model.head.weight.shape == (3, 512)
     err = capsys.readouterr().err
@@ -192,7 +194,9 @@ def test_missing_backbone_keys_give_a_warning(tmp_path, capsys):
     state = build().state_dict()
     del state["backbone.layer1.0.conv1.weight"]
     torch.save(state, tmp_path / "partial.pt")
-    build(pretrained=str(tmp_path / "partial.pt"))
+    with pytest.raises(ReslabError, match="1 tensors of the model missing.*layer1.0.conv1"):
+        build(pretrained=str(tmp_path / "partial.pt"))  # strict (the default) refuses
+    build(pretrained=str(tmp_path / "partial.pt"), pretrained_strict=False)
     err = capsys.readouterr().err
     assert "warning" in err and "backbone.layer1.0.conv1.weight" in err
 

@@ -40,13 +40,12 @@ def data_shape(cfg) -> tuple[int, int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..models import build_model, count_params
+    from ..models import count_params
     from ..models.summary import flops_per_image, human, layer_table
 
     cfg = load_config(args.config, args.overrides)
     classes, chans, size = data_shape(cfg)
-    model = build_model(cfg.model.model_copy(update={"max_params": None,
-                                                               "pretrained": False}), classes, chans)
+    model = summary_model(cfg.model, classes, chans)
     print(layer_table(model, chans, size, args.depth))
     total, trainable = count_params(model), count_params(model, trainable_only=True)
     flops = flops_per_image(model, chans, size)
@@ -59,3 +58,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"budget: {verdict} model.max_params = {cfg.model.max_params:,}")
         return 0 if total <= cfg.model.max_params else 2
     return 0
+
+
+def summary_model(model_cfg, classes: int, chans: int):
+    """The model on the meta device (shapes only: nothing allocated, whatever its width), or
+    for the few that cannot be built there, a real one without its pretrained weights."""
+    from ..errors import ReslabError
+    from ..models import build_model, build_on_meta
+
+    model_cfg = model_cfg.model_copy(update={"max_params": None, "pretrained": False})
+    model = build_on_meta(model_cfg, classes, chans)
+    if model is not None:
+        return model
+    try:
+        return build_model(model_cfg, classes, chans)
+    except (MemoryError, RuntimeError) as err:
+        if "alloc" not in str(err).lower() and not isinstance(err, MemoryError):
+            raise
+        raise ReslabError(f"model.arch = {model_cfg.arch!r}: cannot be built on the meta "
+                          "device and is too large to allocate for a summary") from None

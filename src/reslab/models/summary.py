@@ -1,9 +1,20 @@
-"""`reslab summary`: layer table (torchinfo), parameter counts and FLOPs per image."""
+"""`reslab summary`: layer table (torchinfo), parameter counts and FLOPs per image.
+
+Everything here runs on the model's own device, the meta device included: there a forward
+pass computes shapes only, so a summary of a `model.width: 4096` network allocates nothing.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def device_of(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def flops_per_image(model: nn.Module, in_chans: int, size: int) -> int:
@@ -12,7 +23,7 @@ def flops_per_image(model: nn.Module, in_chans: int, size: int) -> int:
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, in_chans, size, size))
+        model(torch.zeros(1, in_chans, size, size, device=device_of(model)))
     model.train(was_training)
     return counter.get_total_flops()
 
@@ -22,7 +33,7 @@ def layer_table(model: nn.Module, in_chans: int, size: int, depth: int = 3) -> s
 
     stats = torchinfo.summary(model, input_size=(1, in_chans, size, size), depth=depth,
                               col_names=("output_size", "num_params"), verbose=0,
-                              row_settings=("var_names",), device="cpu")
+                              row_settings=("var_names",), device=device_of(model))
     return str(stats)
 
 

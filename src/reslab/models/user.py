@@ -4,6 +4,13 @@ The class is called with `model.kwargs`, plus `num_classes` and `in_chans` when 
 takes them (timm's convention) and the kwargs do not set them. A relative file path is
 resolved against the config file's folder when the config is loaded, so the run directory's
 config.yaml names the file absolutely and `eval`/`predict` find it from anywhere.
+
+Heads: training asks the model for its classifier (`models.classifier_of`): give the class a
+`get_classifier()` method (timm's convention; `reset_classifier`, `forward_features` and
+`forward_head` are welcome too), or name the final layer `head`, `fc` or `classifier`.
+Without either, `train.freeze_backbone_epochs` and `train.backbone_lr_scale` are refused with
+a one-line error; plain training needs no head. `model.pretrained: PATH` loads a state dict
+into a user model like into any other (see weights.py).
 """
 from __future__ import annotations
 
@@ -17,8 +24,12 @@ from typing import Any
 
 from torch import nn
 
-
+from ..config import ModelConfig
 from ..errors import ReslabError
+
+
+def is_user_arch(arch: str) -> bool:
+    return ModelConfig.arch_kind(arch) == "user"
 
 
 def split_arch(arch: str) -> tuple[str, str]:

@@ -10,13 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import ReslabError
+from ..models.classifier import unwrap
 from ..utils import atomic_path
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model under DDP and torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def save_checkpoint(path: Path, model: nn.Module, **state: Any) -> None:

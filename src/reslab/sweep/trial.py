@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import Config, DataConfig
 from ..errors import ReslabError
+from ..models import check_param_budget
 from ..training import train
 from .spec import RESULT_KEYS, Sweep, point_key
 from .study import duplicate_of
@@ -84,22 +85,13 @@ class TrialRunner:
         return settings
 
     def over_budget(self, cfg: Config) -> str | None:
-        """The model.max_params message when the model is over budget, before any data/training."""
+        """The model.max_params message when the model is over budget, before any data/training
+        (counted on the meta device: nothing is allocated)."""
         if cfg.model.max_params is None:
             return None
-        import torch
-
-        from ..models import build_model
-
         classes, chans = self._data_shape(cfg.data)
         try:
-            try:
-                with torch.device("meta"):  # parameter count without allocating the weights
-                    build_model(cfg.model, cfg.model.num_classes or classes, chans)
-            except ReslabError:
-                raise
-            except Exception:  # a backbone that cannot be built on meta: build it for real
-                build_model(cfg.model, cfg.model.num_classes or classes, chans)
+            check_param_budget(cfg.model, cfg.model.num_classes or classes, chans)
         except ReslabError as err:
             if str(err).startswith("model.max_params:"):
                 return str(err)

@@ -23,7 +23,7 @@ from ..data import DataBundle, load_data
 from ..data.augment import build_train_augment
 from ..data.loader import BatchLoader, Normalizer, epoch_generator, memory_format
 from ..errors import ReslabError
-from ..models import build_model, count_params
+from ..models import build_model, count_params, freeze_backbone, require_classifier
 from ..progress import progress_enabled, track
 from ..runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from ..runs.device import (amp_dtype, autocast, configure_threads, deterministic_algorithms,
@@ -34,7 +34,6 @@ from ..runs.rundir import RunDir
 from ..data.display import to_display_uint8
 from .budget import Budget, Timing, describe, probe_timing
 from .distributed import Dist
-from .heads import head_of, set_backbone_frozen
 from .optim import build_optimizer, build_scheduler, param_groups
 from .state import EarlyStopping, TrainState, better
 from .tracking import Tracker
@@ -153,6 +152,8 @@ def make_model(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
     # A resumed run takes its weights from last.pt: don't load pretrained ones first.
     model_cfg = cfg.model if pretrained else cfg.model.model_copy(update={"pretrained": False})
     model = build_model(model_cfg, num_classes, data.in_chans)
+    if cfg.train.freeze_backbone_epochs:  # before any epoch, not when freezing starts
+        require_classifier(model, "train.freeze_backbone_epochs")
     if cfg.train.sync_bn:
         model = dist.convert_sync_bn(model.to(device))
     return model.to(device, memory_format=memory_format(cfg.train.channels_last))
@@ -259,9 +260,8 @@ def phase_optimizer(s: Session, p: int, steps_per_epoch: int):
     cfg, phase = s.cfg.train, s.phases[p]
     lr = phase_lr(s.phases, p, cfg.lr)
     momentum = phase.momentum if phase.momentum is not None else cfg.momentum
-    opt = build_optimizer(param_groups(s.model, head_of(s.model), lr, cfg.backbone_lr_scale,
-                                       cfg.weight_decay), phase.optimizer or cfg.optimizer,
-                          lr, momentum, cfg.nesterov)
+    opt = build_optimizer(param_groups(s.model, lr, cfg.backbone_lr_scale, cfg.weight_decay),
+                          phase.optimizer or cfg.optimizer, lr, momentum, cfg.nesterov)
     s.budget = plan_budget(s, p, steps_per_epoch)
     planned = steps_per_epoch * phase.epochs
     total = (lambda: s.budget.total_steps) if s.budget else (lambda: planned)
@@ -292,7 +292,7 @@ def train_one_epoch(s: Session, loader: BatchLoader, opt, sched, epoch: int
     cfg = s.cfg.train
     torch.manual_seed(epoch_generator(cfg.seed, epoch, DROPOUT_SALT).initial_seed())
     s.module.train()
-    set_backbone_frozen(s.model, epoch <= cfg.freeze_backbone_epochs)
+    freeze_backbone(s.model, epoch <= cfg.freeze_backbone_epochs)
     sums = torch.zeros(3, device=s.device)  # loss, correct, images
     # Checking the loss syncs with the device: every step on CPU (free), rarely on GPUs.
     # Under DDP only the all-reduced epoch loss decides, so every rank stops together.

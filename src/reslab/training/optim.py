@@ -8,12 +8,15 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..models import split_parameters
 
 
-def param_groups(model: nn.Module, head: nn.Module | None, lr: float, backbone_scale: float,
+def param_groups(model: nn.Module, lr: float, backbone_scale: float,
                  weight_decay: float) -> list[dict]:
-    """No weight decay on norms and biases; optionally a lower LR for the backbone."""
-    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    """No weight decay on norms and biases; optionally a lower LR for the backbone (the model
+    says which parameters are its head)."""
+    head, _ = split_parameters(model, "train.backbone_lr_scale" if backbone_scale != 1 else None)
+    head_ids = {id(p) for _, p in head}
     groups: dict[tuple, list] = {}
     for name, p in model.named_parameters():
         is_head = id(p) in head_ids
@@ -21,7 +24,7 @@ def param_groups(model: nn.Module, head: nn.Module | None, lr: float, backbone_s
         groups.setdefault((is_head, decay), []).append(p)
     out = []
     for (is_head, decay), params in groups.items():
-        scale = 1.0 if is_head or head is None else backbone_scale
+        scale = 1.0 if is_head or not head else backbone_scale
         out.append({"params": params, "lr": lr * scale, "initial_lr": lr * scale,
                     "weight_decay": weight_decay if decay else 0.0, "head": is_head})
     return out
