@@ -365,21 +365,15 @@ def _decode(job: tuple[Path, Preprocess, bool, int]) -> np.ndarray | str:
 
 
 def _decode_one(path: Path, prep: Preprocess, max_pixels: int) -> np.ndarray:
-    from .imageio import read_image
+    from .imageio import is_out_of_memory, read_image
 
     try:
         return prep.apply(read_image(path, max_pixels), path)
-    except MemoryError:
-        raise _out_of_memory(path) from None
-    except RuntimeError as err:  # torch reports a failed CPU allocation as a RuntimeError
-        if "allocate" in str(err):
-            raise _out_of_memory(path) from None
-        raise
-
-
-def _out_of_memory(path: Path) -> ReslabError:
-    return ReslabError(f"cannot decode image {path}: out of memory (lower data.max_pixels to "
-                       "refuse images this large, or data.workers to decode fewer at once)")
+    except (MemoryError, RuntimeError) as err:  # resizing a large image (read_image has its own)
+        if not is_out_of_memory(err):
+            raise
+        raise ReslabError(f"cannot read image {path}: out of memory preprocessing it (lower "
+                          "data.max_pixels to refuse images this large)") from None
 
 
 def _stored(arr: np.ndarray) -> np.ndarray:

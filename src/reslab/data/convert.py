@@ -20,8 +20,8 @@ import numpy as np
 from rich.progress import Progress
 
 from ..errors import ReslabError
-from .imageio import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, linear_to_log, linear_to_srgb,
-                      log_to_linear, read_image, srgb_to_linear, write_image)
+from .imageio import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_pixels, linear_to_log,
+                      linear_to_srgb, log_to_linear, read_image, srgb_to_linear, write_image)
 from .sources import list_images
 
 TARGETS: dict[str, str] = {"srgb-png": ".png", "linear-tiff": ".tiff", "log-exr": ".exr"}
@@ -116,6 +116,8 @@ def convert_tree(src: str | os.PathLike, dst: str | os.PathLike, to: str, force:
     src, dst = Path(src), Path(dst)
     _check_paths(src, dst, force)
     pairs = _plan(src, dst, to)
+    for source, _ in pairs:  # headers only: a bomb or a corrupt header stops it before writing
+        check_pixels(source, max_pixels, MAX_PIXELS_OPTION)
     show = progress and sys.stdout.isatty()
     with Progress(disable=not show) as bar:
         task = bar.add_task(f"converting to {to}", total=len(pairs))

@@ -102,8 +102,10 @@ def _jpeg_size(path: Path) -> tuple[int, int]:
     with open(path, "rb") as f:
         f.read(2)  # SOI, checked by _sniff
         while True:
-            if f.read(1) != b"\xff":
-                raise _error(path, "corrupt JPEG (bad segment marker)")
+            byte = f.read(1)
+            if byte != b"\xff":
+                raise _error(path, "corrupt JPEG (bad segment marker)" if byte else
+                             "truncated JPEG (no frame header)")
             marker = f.read(1)
             while marker == b"\xff":  # fill bytes
                 marker = f.read(1)
@@ -255,10 +257,30 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
         return _READERS[kind](path, pixels)
     except ReslabError:
         raise
-    except MemoryError:
-        raise _error(path, f"out of memory decoding it ({kind.upper()}; lower "
-                     f"{limit_key} to refuse images this large)") from None
     except Exception as err:  # decoders raise anything (OSError, SyntaxError, RuntimeError...)
+        if is_out_of_memory(err):
+            raise _error(path, f"out of memory decoding this {kind.upper()} (lower {limit_key} "
+                         "to refuse images this large)") from None
+        raise _error(path, f"corrupt or unsupported {kind.upper()} file ({err})") from err
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: numpy/Pillow raise MemoryError, torch a RuntimeError."""
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError)
+                                            and "can't allocate memory" in str(err))
+
+
+def check_pixels(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 limit_key: str = "data.max_pixels") -> int:
+    """The image's pixel count from its header; ReslabError when it is over `max_pixels`
+    (the message names `limit_key`) or the header cannot be read."""
+    path = Path(path)
+    kind = _sniff(path)
+    try:
+        return _check_pixels(path, kind, max_pixels, limit_key)
+    except ReslabError:
+        raise
+    except Exception as err:
         raise _error(path, f"corrupt or unsupported {kind.upper()} file ({err})") from err
 
 
