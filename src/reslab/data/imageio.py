@@ -212,7 +212,8 @@ def _read_tiff(path: Path, pixels: int = 0) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         if page.dtype == np.uint8 or page.bitspersample < 8:
-            return _read_pil(path, pixels)  # Pillow handles palette/CMYK/JPEG-in-TIFF 8-bit variants
+            # Pillow handles palette/CMYK/JPEG-in-TIFF 8-bit variants.
+            return _read_pil(path, pixels)
         if page.photometric not in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.MINISBLACK):
             raise _error(path, f"unsupported TIFF photometric {page.photometric.name} above 8 bit")
         arr = page.asarray()
