@@ -101,6 +101,9 @@ class DataConfig(Section):
     cache_dir: str | None = None
     skip_bad: bool = False
     workers: int | None = Field(None, ge=1, le=64)
+    # Images over this many pixels (width x height) are refused from their header, before
+    # decoding (decompression bombs). = reslab.data.imageio.DEFAULT_MAX_PIXELS (a test checks).
+    max_pixels: int = Field(90_000_000, ge=1)
 
     @field_validator("augment")
     @classmethod

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,7 +66,7 @@ def decode_listing(listing: Listing, cfg: DataConfig, progress: bool = True) -> 
                                      for i in range(0, len(images), 4096)])
         return images, listing.labels, listing.split, None
     images, kept = decode_files(listing.files, preprocess_of(cfg), cfg.cache_dir, cfg.skip_bad,
-                                cfg.workers, progress)
+                                cfg.workers, progress, cfg.max_pixels)
     split = listing.split[kept] if listing.split is not None else None
     paths = [str(listing.files[i]) for i in kept]
     return images, listing.labels[kept], split, paths

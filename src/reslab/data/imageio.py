@@ -5,6 +5,11 @@ uint16, float16 or float32). Pillow is used only for 8-bit data because it canno
 8 bits per RGB channel; 16-bit PNG goes through torchvision, TIFF > 8 bit through tifffile, EXR
 through OpenEXR. Anything unreadable raises ReslabError with a one-line message naming the file.
 
+Decompression bombs: a few hundred KB of compressed zeros can declare a 20000x20000 image that
+decodes to gigabytes. Every reader first takes the size from the file header (PNG IHDR, JPEG
+frame header, TIFF tags, EXR data window) and refuses an image over `max_pixels` (width x
+height; default DEFAULT_MAX_PIXELS, `data.max_pixels` in a config) before any pixel is decoded.
+
 Also here: the sRGB <-> linear transfer functions and the log encoding used for EXR files, each
 working on numpy arrays and torch tensors alike.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import threading
 import uuid
 import warnings
 import zlib
@@ -26,6 +32,11 @@ from PIL import Image
 from ..errors import ReslabError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".exr"})
+
+# About Pillow's own default (89.5 Mpixel): a 90 Mpixel RGB image decodes to 270 MB, and the
+# float copies of preprocessing take ~30-50 bytes per pixel. The default of data.max_pixels
+# (config.py repeats the number; a test keeps the two equal).
+DEFAULT_MAX_PIXELS = 90_000_000
 
 # Added before taking the log of linear values so black stays finite: ln(1e-4) = -9.21.
 # 1e-4 sits below the first 8-bit sRGB step (1/255/12.92 = 3.0e-4 linear), so 8-bit shadows keep
@@ -70,12 +81,98 @@ def _sniff(path: Path) -> str:
     raise _error(path, "not a valid JPEG/PNG/TIFF/EXR image")
 
 
-def _png_bit_depth(path: Path) -> int:
+def _png_header(path: Path) -> tuple[int, int, int]:
+    """(height, width, bit depth) from the PNG IHDR chunk."""
     with open(path, "rb") as f:
         head = f.read(26)
     if len(head) < 26 or head[12:16] != b"IHDR":
         raise _error(path, "corrupt PNG (no IHDR header)")
-    return head[24]
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width, head[24]
+
+
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic...); C4, C8 and CC share
+# the range but are other segments.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: no length field
+
+
+def _jpeg_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the JPEG frame header: markers are walked, no pixel is decoded."""
+    with open(path, "rb") as f:
+        f.read(2)  # SOI, checked by _sniff
+        while True:
+            byte = f.read(1)
+            if byte != b"\xff":
+                raise _error(path, "corrupt JPEG (bad segment marker)" if byte else
+                             "truncated JPEG (no frame header)")
+            marker = f.read(1)
+            while marker == b"\xff":  # fill bytes
+                marker = f.read(1)
+            if not marker or marker[0] in (0xD9, 0xDA):  # EOI / start of scan before a frame
+                raise _error(path, "corrupt JPEG (no frame header)")
+            if marker[0] in _JPEG_STANDALONE:
+                continue
+            field = f.read(2)
+            length = struct.unpack(">H", field)[0] if len(field) == 2 else 0
+            if length < 2:  # also keeps a zero length from looping on the same marker
+                raise _error(path, "corrupt JPEG (truncated header)")
+            if marker[0] in _JPEG_SOF:
+                body = f.read(5)  # precision, height, width
+                if len(body) < 5:
+                    raise _error(path, "corrupt JPEG (truncated frame header)")
+                return struct.unpack(">HH", body[1:5])
+            f.seek(length - 2, os.SEEK_CUR)
+
+
+def _header_size(path: Path, kind: str) -> tuple[int, int, int]:
+    """(height, width, depth) from the header; depth > 1 only for volumetric TIFF."""
+    if kind == "png":
+        return _png_header(path)[:2] + (1,)
+    if kind == "jpeg":
+        return (*_jpeg_size(path), 1)
+    if kind == "tiff":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            return page.imagelength, page.imagewidth, max(1, page.imagedepth)
+    import OpenEXR
+
+    lo, hi = OpenEXR.File(str(path), header_only=True).header()["dataWindow"]
+    return int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1), 1
+
+
+def _check_pixels(path: Path, kind: str, max_pixels: int, limit_key: str) -> int:
+    """Refuse an image over the pixel limit from its header alone; returns its pixel count."""
+    height, width, depth = _header_size(path, kind)
+    pixels = height * width * depth
+    if pixels > max_pixels:
+        size = f"{width}x{height}" + (f"x{depth}" if depth > 1 else "")
+        raise _error(path, f"{size} = {pixels:,} pixels is over the limit of {max_pixels:,} "
+                     f"({limit_key}; a decompression bomb? raise {limit_key} if the image is "
+                     "genuine)")
+    return pixels
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _pil_allowing(pixels: int) -> Iterator[None]:
+    """Pillow has its own bomb check, a process-wide limit (89.5 Mpixel by default) that warns
+    above it and refuses above twice it. Our limit was checked from the header already, so
+    lift Pillow's for an image that max_pixels allows (and only then, and only while it opens)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or pixels <= limit:
+        yield
+        return
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -89,8 +186,8 @@ def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, :3])
 
 
-def _read_pil(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
+def _read_pil(path: Path, pixels: int = 0) -> np.ndarray:
+    with _pil_allowing(pixels), Image.open(path) as img:
         img.load()
         if img.mode in ("I", "F") or img.mode.startswith("I;"):  # Pillow would clip these
             raise _error(path, f"unsupported high-bit-depth mode {img.mode}")
@@ -109,13 +206,14 @@ def _read_png16(path: Path) -> np.ndarray:
     return _to_rgb(chw.permute(1, 2, 0).numpy(), path)
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, pixels: int = 0) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         if page.dtype == np.uint8 or page.bitspersample < 8:
-            return _read_pil(path)  # Pillow handles palette/CMYK/JPEG-in-TIFF 8-bit variants
+            # Pillow handles palette/CMYK/JPEG-in-TIFF 8-bit variants.
+            return _read_pil(path, pixels)
         if page.photometric not in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.MINISBLACK):
             raise _error(path, f"unsupported TIFF photometric {page.photometric.name} above 8 bit")
         arr = page.asarray()
@@ -129,7 +227,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     return _to_rgb(arr, path)
 
 
-def _read_exr(path: Path) -> np.ndarray:
+def _read_exr(path: Path, pixels: int = 0) -> np.ndarray:
     import OpenEXR
 
     channels = OpenEXR.File(str(path)).channels()
@@ -145,41 +243,56 @@ def _read_exr(path: Path) -> np.ndarray:
 _READERS = {"jpeg": _read_pil, "tiff": _read_tiff, "exr": _read_exr}
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image to HWC RGB, keeping the stored dtype and values (no scaling)."""
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+               limit_key: str = "data.max_pixels") -> np.ndarray:
+    """Decode an image to HWC RGB, keeping the stored dtype and values (no scaling).
+
+    An image over `max_pixels` (width x height, from the header) is refused before decoding;
+    `limit_key` is the setting the error message names."""
     path = Path(path)
     kind = _sniff(path)
     try:
+        pixels = _check_pixels(path, kind, max_pixels, limit_key)
         if kind == "png":
-            return _read_png16(path) if _png_bit_depth(path) == 16 else _read_pil(path)
-        return _READERS[kind](path)
+            return _read_png16(path) if _png_header(path)[2] == 16 else _read_pil(path, pixels)
+        return _READERS[kind](path, pixels)
     except ReslabError:
         raise
     except Exception as err:  # decoders raise anything (OSError, SyntaxError, RuntimeError...)
+        if is_out_of_memory(err):
+            raise _error(path, f"out of memory decoding this {kind.upper()} (lower {limit_key} "
+                         "to refuse images this large)") from None
+        raise _error(path, f"corrupt or unsupported {kind.upper()} file ({err})") from err
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: numpy/Pillow raise MemoryError, torch a RuntimeError."""
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError)
+                                            and "can't allocate memory" in str(err))
+
+
+def check_pixels(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 limit_key: str = "data.max_pixels") -> int:
+    """The image's pixel count from its header; ReslabError when it is over `max_pixels`
+    (the message names `limit_key`) or the header cannot be read."""
+    path = Path(path)
+    kind = _sniff(path)
+    try:
+        return _check_pixels(path, kind, max_pixels, limit_key)
+    except ReslabError:
+        raise
+    except Exception as err:
         raise _error(path, f"corrupt or unsupported {kind.upper()} file ({err})") from err
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) from the file header where the format allows, without decoding pixels."""
+    """(height, width) from the file header, without decoding pixels."""
     path = Path(path)
     kind = _sniff(path)
     try:
-        if kind == "png":
-            with open(path, "rb") as f:
-                width, height = struct.unpack(">II", f.read(24)[16:24])
-            return height, width
-        if kind == "tiff":
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                return tif.pages[0].imagelength, tif.pages[0].imagewidth
-        if kind == "exr":
-            import OpenEXR
-
-            lo, hi = OpenEXR.File(str(path), header_only=True).header()["dataWindow"]
-            return int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1)
-        with Image.open(path) as img:
-            return img.height, img.width
+        return _header_size(path, kind)[:2]
+    except ReslabError:
+        raise
     except Exception as err:
         raise _error(path, f"corrupt or unsupported {kind.upper()} file ({err})") from err
 

@@ -6,6 +6,7 @@ label never depends on how another folder happens to sort.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from ..errors import ReslabError
 from ..utils import natural_key, natural_sorted
 
 SPLITS = ("train", "val", "test")
+# Folders macOS puts into zip archives: resource forks, never images.
+SKIPPED_FOLDERS = frozenset({"__MACOSX"})
 
 
 @dataclass
@@ -64,24 +67,60 @@ def load_cifar10_listing(cfg: DataConfig) -> Listing:
                    root=root)
 
 
+def list_images(root: Path) -> list[Path]:
+    """Image files under `root`, recursively, as root/<relative path>, in natural order of the
+    relative path. The one lister behind training, `convert` and `predict`.
+
+    Hidden files and folders ('.x'; macOS '._x.jpg' resource forks are not images) and
+    '__MACOSX' folders are skipped. Symlinked folders are followed like real ones; a link to a
+    folder that contains it (a loop) is an error. A broken link with an image extension is
+    listed, so that reading it fails with its name instead of the image silently missing."""
+    root = Path(root)
+    found: list[Path] = []
+    _walk_images(root, Path(), image_extensions(), frozenset({os.path.realpath(root)}), found)
+    found.sort(key=lambda rel: natural_key(rel.as_posix()))
+    return [root / rel for rel in found]
+
+
+def _walk_images(root: Path, rel: Path, exts: frozenset[str], ancestors: frozenset[str],
+                 found: list[Path]) -> None:
+    """Append the images under root/rel to `found`; `ancestors`: real paths of the folders
+    being walked (a folder that resolves to one of them closes a loop)."""
+    folder = root / rel
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as err:
+        raise ReslabError(f"cannot list folder {folder}: {err.strerror or err}") from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():  # follows symlinks, as training always has for class folders
+            real = os.path.realpath(entry.path)
+            if real in ancestors:
+                raise ReslabError(f"symlink loop: {entry.path} points to {real}, a folder that "
+                                  "contains it")
+            if entry.name not in SKIPPED_FOLDERS:
+                _walk_images(root, rel / entry.name, exts, ancestors | {real}, found)
+        elif Path(entry.name).suffix.lower() in exts and (entry.is_file() or entry.is_symlink()):
+            found.append(rel / entry.name)
+
+
 def scan_class_tree(root: Path, max_per_class: int | None = None) -> dict[str, list[Path]]:
     """class name -> its image files (recursively, natural order); errors name the folder."""
     if not root.is_dir():
         raise ReslabError(f"data.root: {root} does not exist or is not a directory")
     exts = image_extensions()
-    class_dirs = natural_sorted(d.name for d in root.iterdir()
-                                if d.is_dir() and not d.name.startswith("."))
+    class_dirs = natural_sorted(d.name for d in root.iterdir() if d.is_dir()
+                                and not d.name.startswith(".") and d.name not in SKIPPED_FOLDERS)
     if not class_dirs:
         raise ReslabError(f"data.root: {root} has no class folders "
                           f"(expected {root}/<class>/<image>.jpg)")
     tree = {}
     for name in class_dirs:
-        files = [p for p in (root / name).rglob("*")
-                 if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")]
+        files = list_images(root / name)
         if not files:
             raise ReslabError(f"class folder {root / name} has no images "
                               f"(expected {', '.join(sorted(exts))})")
-        files.sort(key=lambda p: natural_key(str(p.relative_to(root))))
         tree[name] = files[:max_per_class] if max_per_class else files
     return tree
 

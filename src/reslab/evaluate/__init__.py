@@ -9,11 +9,10 @@ import torch
 
 from ..data import ImageSet, decode_listing, load_data
 from ..data.display import match_channels
-from ..data.sources import Listing, image_extensions, scan_class_tree
+from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
 from ..errors import ReslabError
 from ..runs.infer import confusion_matrix, loss_and_accuracy, per_class_accuracy
 from ..runs.loaded import LoadedRun, load_run
-from ..utils import natural_key
 
 
 def labeled_tree(lr: LoadedRun, root: Path) -> ImageSet:
@@ -76,12 +75,11 @@ def image_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ReslabError(f"IMAGES: {path} does not exist")
-    exts = image_extensions()
-    files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in exts
-             and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    files = list_images(path)  # the lister training uses: hidden files skipped, natural order
     if not files:
-        raise ReslabError(f"IMAGES: no images under {path} (expected {', '.join(sorted(exts))})")
-    return sorted(files, key=lambda p: natural_key(str(p)))
+        raise ReslabError(f"IMAGES: no images under {path} (expected "
+                          f"{', '.join(sorted(image_extensions()))})")
+    return files
 
 
 def predict_paths(path: str | Path, images: str | Path) -> list[dict]:

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .outputs import describe_reason, fmt_value
 from .spec import Sweep
-from .storage import make_storage
+from .storage import is_storage_failure, make_storage
 
 POLL_S = 1.0
 TABLE_ROWS = 20
@@ -73,9 +73,19 @@ class Monitor:
             return
         while True:
             stopping = self._stop.wait(POLL_S)
-            self._print_new()
+            self._poll(self._print_new)
             if stopping:
                 return
+
+    @staticmethod
+    def _poll(show) -> None:
+        try:
+            show()
+        except Exception as err:
+            if not is_storage_failure(err):
+                raise
+            # The database is away: the workers stop with one line saying so (a traceback
+            # here would be one more per poll); the next poll retries.
 
     def _print_new(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
@@ -91,7 +101,7 @@ class Monitor:
         with Live(self._table(), refresh_per_second=2, transient=False) as live:
             while True:
                 stopping = self._stop.wait(POLL_S)
-                live.update(self._table())
+                self._poll(lambda: live.update(self._table()))
                 if stopping:
                     return
 

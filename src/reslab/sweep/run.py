@@ -13,7 +13,7 @@ from .monitor import Monitor, retry_map
 from .outputs import best_trial, fmt_value, write_best_yaml, write_factors_md, write_trials_csv
 from .plots import write_plots
 from .spec import Sweep, load_sweep
-from .storage import default_url, make_storage
+from .storage import default_url, make_storage, storage_errors
 from .study import fill_queue, open_study
 from .workers import WorkerJob, run_processes
 
@@ -29,20 +29,23 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     _claim_dir(sweep_dir, name)
     url = storage or default_url(sweep_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
-    queued = fill_queue(study, sweep)
-    threads = max(1, available_cores() // workers)
-    print(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} trial(s) "
-          f"queued, {workers} worker(s) x {threads} thread(s); directory {sweep_dir}", flush=True)
-    try:
-        with Monitor(url, name, sweep):
-            # Always in worker processes: a native crash in a trial must not end the sweep.
-            lost = run_processes(WorkerJob(sweep, sweep_dir, url, name, threads), workers, study)
-    except KeyboardInterrupt:
-        # Keep what finished; re-running the command resumes the rest.
+    with storage_errors(url):
+        study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
+        queued = fill_queue(study, sweep)
+        threads = max(1, available_cores() // workers)
+        print(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} "
+              f"trial(s) queued, {workers} worker(s) x {threads} thread(s); directory "
+              f"{sweep_dir}", flush=True)
+        job = WorkerJob(sweep, sweep_dir, url, name, threads)
+        try:
+            with Monitor(url, name, sweep):
+                # Always in worker processes: a native crash in a trial must not end the sweep.
+                lost = run_processes(job, workers, study)
+        except KeyboardInterrupt:
+            # Keep what finished; re-running the command resumes the rest.
+            write_outputs(sweep_dir, study, sweep)
+            raise
         write_outputs(sweep_dir, study, sweep)
-        raise
-    write_outputs(sweep_dir, study, sweep)
     for line in lost:
         print(f"reslab sweep: warning: {line}", file=sys.stderr)
     return sweep_dir

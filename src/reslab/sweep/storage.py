@@ -2,19 +2,35 @@
 
 RDB storages get a heartbeat, so a trial whose worker was killed is failed after the grace
 period and re-queued (same parameters) by the retry callback.
+
+Also here: `redact_url`, the one way a storage URL is printed (passwords and credential-like
+query parameters hidden), and `storage_errors`, which turns the database going away mid-sweep
+(server stopped, connection dropped, SQLite file unreadable) into one ReslabError line per
+process instead of a traceback from every thread that touched it.
 """
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import optuna
+import sqlalchemy.exc as sa_exc
 
 from ..errors import ReslabError
 from .spec import Heartbeat
 
 SQLITE_TIMEOUT_S = 120
+# Seconds to wait for a database server to accept a connection: an unreachable host (packets
+# dropped rather than refused) must end a worker with an error, not hang it for minutes.
+CONNECT_TIMEOUT_S = 20
+# A query parameter whose name contains one of these holds a credential (password, passwd,
+# pass, pwd, sslpassword, secret, token, api_key, auth...): its value is never printed.
+SECRET_PARAM_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
 
 
 def default_url(sweep_dir: Path) -> str:
@@ -38,11 +54,12 @@ def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
                                                  **_heartbeat_kwargs(heartbeat))
     except ImportError as err:
-        raise ReslabError(f"--storage {_redact(url)}: missing database driver ({err}); "
-                          "for PostgreSQL: pip install psycopg2-binary") from None
+        raise ReslabError(f"--storage {redact_url(url)}: missing database driver "
+                          f"({redact_text(str(err), url)}); for PostgreSQL: pip install "
+                          "psycopg2-binary") from None
     except Exception as err:  # sqlalchemy/driver errors: unreachable server, bad URL, auth
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ReslabError(f"--storage {_redact(url)}: cannot open ({first})") from None
+        reason = redact_text(_first_line(getattr(err, "orig", None) or err), url)
+        raise ReslabError(f"--storage {redact_url(url)}: cannot open ({reason})") from None
     if url.startswith("sqlite"):
         _serialise_sqlite(storage.engine)
     return storage
@@ -54,7 +71,10 @@ def _engine_kwargs(url: str) -> dict:
         # "database is locked".
         return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     # Long trials leave pooled connections idle for hours; servers and proxies drop those.
-    return {"pool_pre_ping": True}
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith(("postgresql", "mysql")) and "connect_timeout" not in url:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
 
 
 def _heartbeat_kwargs(heartbeat: Heartbeat | None) -> dict:
@@ -97,10 +117,119 @@ def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
     return get() if callable(get) else None
 
 
-def _redact(url: str) -> str:
-    """Hide a password in error messages: scheme://user:***@host."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
+def redact_url(url: str) -> str:
+    """The URL as reslab prints it: `scheme://user:***@host/db?password=***&sslmode=require`.
+    Use it wherever a storage URL goes into a message."""
+    base, sep, query = url.partition("?")
+    return _redact_userinfo(base) + (sep + _redact_query(query) if sep else "")
+
+
+def _redact_userinfo(base: str) -> str:
+    scheme, sep, rest = base.partition("://")
+    if not sep or "@" not in rest:
+        return base
+    # Up to the last '@': an unencoded '@' in a password must not leak the rest of it.
+    creds, _, host = rest.rpartition("@")
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else base
+
+
+def _redact_query(query: str) -> str:
+    def hide(m: re.Match) -> str:
+        name = unquote_plus(m.group(2)).lower()
+        secret = any(word in name for word in SECRET_PARAM_WORDS)
+        return f"{m.group(1)}{m.group(2)}={'***' if secret else m.group(3)}"
+
+    return re.sub(r"(^|[&;])([^=&;]*)=([^&;]*)", hide, query)
+
+
+def _secrets(url: str) -> list[str]:
+    """The credential values in `url`, as written and percent-decoded."""
+    base, _, query = url.partition("?")
+    found = []
+    _, sep, rest = base.partition("://")
+    if sep and "@" in rest:
+        creds = rest.rpartition("@")[0]
+        if ":" in creds:
+            found.append(creds.partition(":")[2])
+    for name, value in re.findall(r"(?:^|[&;])([^=&;]*)=([^&;]*)", query):
+        if any(word in unquote_plus(name).lower() for word in SECRET_PARAM_WORDS):
+            found.append(value)
+    return [v for s in found for v in {s, unquote_plus(s)} if len(v) >= 3]
+
+
+def redact_text(text: str, url: str) -> str:
+    """A library's message with the URL and each of its credentials hidden (drivers may echo
+    connection parameters)."""
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------- the database going away
+
+class StorageLostError(ReslabError):
+    """The storage failed mid-sweep (server gone, connection lost, file unreadable)."""
+
+
+_DBAPI_MODULES = ("sqlite3", "psycopg2", "psycopg", "pymysql", "MySQLdb")
+
+
+def _exception_chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _is_connection_failure(err: BaseException) -> bool:
+    if isinstance(err, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                        sa_exc.DisconnectionError)):
+        return True
+    if type(err) is sa_exc.DatabaseError:  # e.g. SQLite "file is not a database"
+        return True
+    kind = type(err)  # a driver's own error that SQLAlchemy did not wrap
+    return kind.__module__.split(".")[0] in _DBAPI_MODULES and kind.__name__ in (
+        "OperationalError", "InterfaceError", "DatabaseError")
+
+
+def storage_failure_reason(err: BaseException) -> str | None:
+    """The database's own first line when `err` is (or was caused by) the storage failing,
+    Optuna's StorageInternalError wrapper included; None for any other error (integrity
+    errors, bugs) so that those stay visible as they are."""
+    for e in _exception_chain(err):
+        if _is_connection_failure(e):
+            return _first_line(getattr(e, "orig", None) or e)
+    return None
+
+
+def is_storage_failure(err: BaseException) -> bool:
+    return storage_failure_reason(err) is not None
+
+
+def storage_lost(url: str, err: BaseException) -> StorageLostError:
+    reason = redact_text(storage_failure_reason(err) or _first_line(err), url)
+    return StorageLostError(f"--storage {redact_url(url)}: the database went away ({reason}); "
+                            "re-run the same command to resume once it is back")
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Inside the block, the storage failing raises one StorageLostError (exit 2, one line
+    naming the redacted URL); everything else passes through unchanged. Also a decorator:
+    `@storage_errors(url)`."""
+    try:
+        yield
+    except ReslabError:
+        raise
+    except Exception as err:
+        if not is_storage_failure(err):
+            raise
+        raise storage_lost(url, err) from None

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ..errors import ReslabError
 from .spec import Sweep
-from .storage import heartbeat_interval, make_storage
+from .storage import heartbeat_interval, is_storage_failure, make_storage, storage_errors
 from .study import fail_stale, has_running, open_study, pop_waiting
 from .trial import TrialRunner
 
@@ -92,6 +92,8 @@ def run_one(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner,
             _fail(study, trial, err)
             raise
         except Exception as err:  # e.g. out of memory: this trial fails, the sweep goes on
+            if is_storage_failure(err):
+                raise  # not the trial's fault: worker_main reports it in one line
             _fail(study, trial, err)
             print(f"reslab sweep: trial {trial.number} failed: {_one_line(err)}", file=sys.stderr)
             return
@@ -129,9 +131,10 @@ def worker_main(job: WorkerJob, index: int) -> None:
     exit_with_parent()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage = make_storage(job.url, job.sweep.spec.heartbeat)
-        study = open_study(job.sweep, storage, job.study_name, worker=index)
-        work(study, TrialRunner(job.sweep, job.sweep_dir, job.threads))
+        with storage_errors(job.url):
+            storage = make_storage(job.url, job.sweep.spec.heartbeat)
+            study = open_study(job.sweep, storage, job.study_name, worker=index)
+            work(study, TrialRunner(job.sweep, job.sweep_dir, job.threads))
     except ReslabError as err:
         print(f"reslab sweep: error: worker {index}: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
