@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..stats import summarize
 from ..utils import atomic_write_bytes
 
 DPI = 110
@@ -271,3 +272,108 @@ def plot_robustness(rows: list[dict], out: Path) -> Path:
         ax.set_title("Robustness to perturbations")
         ax.grid(axis="x", visible=False)
     return Path(out)
+
+
+def plot_reliability(reliability_bins: Sequence[Mapping], out: Path,
+                     ece: float | None = None) -> Path:
+    """Reliability diagram: accuracy per confidence bin as bars, the gap up (or down) to the
+    bin's mean confidence hatched, and the diagonal of perfect calibration. Bins are
+    `classification_metrics(...)["reliability"]` entries ({lo, hi, confidence, accuracy,
+    count}; without lo/hi, equal-width bins by position); pass its `ece` to title the figure
+    with the reported number (else it is recomputed from the bins)."""
+    n = len(reliability_bins)
+    filled = [(i, b) for i, b in enumerate(reliability_bins) if b.get("count")]
+    ece = _ece_from_bins([b for _, b in filled]) if ece is None else ece
+    with _figure(out, 5.4, 5.2) as fig:
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], linestyle="--", color="0.45", linewidth=1.2,
+                label="perfect calibration")
+        if filled:
+            lefts = [float(b.get("lo", i / n)) for i, b in filled]
+            widths = [float(b.get("hi", (i + 1) / n)) - x for (i, b), x in zip(filled, lefts)]
+            accuracy = [float(b["accuracy"]) for _, b in filled]
+            gap = [float(b["confidence"]) - a for (_, b), a in zip(filled, accuracy)]
+            ax.bar(lefts, accuracy, width=widths, align="edge", color="#4c78a8",
+                   edgecolor="white", label="accuracy")
+            ax.bar(lefts, gap, bottom=accuracy, width=widths, align="edge", color="#d62728",
+                   alpha=0.25, hatch="//", edgecolor="#d62728", label="gap to confidence")
+            ax.legend(loc="upper left")
+        else:
+            _empty(ax, "no predictions")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Reliability" + (f" (ECE {ece:.4f})" if ece is not None else ""))
+    return Path(out)
+
+
+def _ece_from_bins(bins: Sequence[Mapping]) -> float | None:
+    total = sum(int(b["count"]) for b in bins)
+    if not total:
+        return None
+    return sum(int(b["count"]) * abs(float(b["accuracy"]) - float(b["confidence"]))
+               for b in bins) / total
+
+
+def plot_mean_curves(groups: Mapping[str, Sequence[Sequence[Mapping]]], out: Path,
+                     keys: Sequence[str] = ("train_loss", "val_acc", "test_acc")) -> Path:
+    """Seed-averaged learning curves: one panel per logged key, per group (a comparison entry
+    with several seed runs' metrics rows) the mean per epoch and a shaded 95 % Student-t
+    interval of that mean (`stats.summarize`). Runs of different lengths (early stopping):
+    only epochs at least 2 runs reached are drawn, and hollow markers flag epochs that some
+    runs did not reach. A group with one run is drawn as its plain curve, without a band."""
+    present = [k for k in keys
+               if any(_has(rows, k) for runs in groups.values() for rows in runs)] or [keys[0]]
+    legend = len(groups) <= LEGEND_MAX
+    with _figure(out, 3.9 * len(present) + 0.6, 4.0 + 0.25 * math.ceil(len(groups) / 4)) as fig:
+        axes = np.atleast_1d(fig.subplots(1, len(present)))
+        partial = False
+        for ax, key in zip(axes, present):
+            for color, (name, runs) in zip(_run_colors(len(groups)), groups.items()):
+                partial |= _draw_mean(ax, runs, key, color, f"{name} (n={len(runs)})")
+            _label_epoch_axes(ax, key)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles and legend:
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(groups), 4))
+        caption = "line: mean over seeds; band: 95 % t-interval of the mean"
+        if partial:
+            caption += "; hollow markers: epochs some runs did not reach (early stopping)"
+        fig.suptitle(caption, fontsize=9, color="0.35", fontweight="normal")
+    return Path(out)
+
+
+def _label_epoch_axes(ax, key: str) -> None:
+    ax.set_title(_LABELS.get(key, key))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(_LABELS.get(key, key))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not ax.lines:
+        _empty(ax, "not logged")
+
+
+def _draw_mean(ax, runs: Sequence[Sequence[Mapping]], key: str, color, label: str) -> bool:
+    """Mean line (+ band with >= 2 runs) of one group; True if some epoch lacks some run."""
+    per_epoch: dict[int, list[float]] = defaultdict(list)
+    for rows in runs:
+        for epoch, value in zip(*_series(rows, key)):
+            per_epoch[epoch].append(value)
+    total = sum(1 for rows in runs if _has(rows, key))
+    need = min(total, 2)
+    epochs = sorted(e for e, values in per_epoch.items() if need and len(values) >= need)
+    if not epochs:
+        return False
+    summaries = [summarize(per_epoch[e]) for e in epochs]
+    means = [s["mean"] for s in summaries]
+    ax.plot(epochs, means, color=color, label=label, linewidth=1.8)
+    if total >= 2:
+        # An accuracy's interval is clipped to [0, 1]: the t-interval of 2-3 seeds is wide.
+        lo, hi = (0.0, 1.0) if key.endswith("_acc") else (-np.inf, np.inf)
+        ax.fill_between(epochs, np.clip([s["ci95_low"] for s in summaries], lo, hi),
+                        np.clip([s["ci95_high"] for s in summaries], lo, hi),
+                        color=color, alpha=0.18, linewidth=0)
+    short = [i for i, e in enumerate(epochs) if len(per_epoch[e]) < total]
+    if short:
+        ax.plot([epochs[i] for i in short], [means[i] for i in short], linestyle="none",
+                marker="o", markersize=4.5, markerfacecolor="white", markeredgecolor=color)
+    return bool(short)
