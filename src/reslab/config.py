@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -119,7 +119,7 @@ class DataConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _fractions(self) -> "DataConfig":
+    def _fractions(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must be < 1")
         if self.source in ("folder",) and not self.root:
@@ -317,20 +317,31 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key!r}"
+    if first["type"] == "missing":
+        return f"{source}: {key}: required key missing"
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" = {value!r}"
     where = f"{key}{shown}: " if key else ""
     return f"{source}: {where}{msg}"
 
 
-def validate(raw: dict, source: str = "config") -> Config:
-    """Validate a plain mapping into a Config, or raise a one-line ReslabError."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_mapping(schema: type[M], raw: Any, source: str, expected: str) -> M:
+    """Validate a YAML mapping into `schema`, or raise a one-line ReslabError naming the file,
+    the key and what was expected (`expected`: what the mapping should hold)."""
     if not isinstance(raw, dict):
-        raise ReslabError(f"{source}: expected a mapping with sections data, model, train")
+        raise ReslabError(f"{source}: expected a mapping with {expected}")
     try:
-        return Config.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as err:
         raise ReslabError(format_validation_error(err, source)) from None
+
+
+def validate(raw: dict, source: str = "config") -> Config:
+    """Validate a plain mapping into a Config, or raise a one-line ReslabError."""
+    return parse_mapping(Config, raw, source, "sections data, model, train")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
-
 TMP_SUFFIX = ".tmp"
 
 

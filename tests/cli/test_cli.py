@@ -80,7 +80,8 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "reslab", "train", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"reslab train: error: config file {tmp_path / 'nope.yaml'} not found"
+    missing = tmp_path / "nope.yaml"
+    assert proc.stderr.strip() == f"reslab train: error: config file {missing} not found"
 
 
 def test_demo_reaches_95_percent(tmp_path, cli):

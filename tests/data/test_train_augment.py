@@ -69,7 +69,7 @@ def test_mixup_makes_the_loader_yield_soft_targets_that_sum_to_one():
     cfg = data_cfg(mixup={"alpha": 0.2, "cutmix_alpha": 1.0})
     aug = build_train_augment(cfg, 4, label_smoothing=0.1)
     assert aug.soft_targets
-    for x, y, _ in loader(aug).epoch(1):
+    for _, y, _ in loader(aug).epoch(1):
         assert y.shape == (8, 4) and y.dtype == torch.float32
         assert torch.allclose(y.sum(1), torch.ones(8))
         assert y.max() <= 0.9 + 0.1 / 4 + 1e-6      # label smoothing is in the targets

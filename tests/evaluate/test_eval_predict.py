@@ -1,9 +1,7 @@
 import csv
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import reslab
 

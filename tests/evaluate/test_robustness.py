@@ -6,9 +6,14 @@ import torch
 import reslab
 from reslab.evaluate import evaluate_run
 from reslab.evaluate.perturb import CORRUPTIONS, SEED_SUITE, shift_intensity
+from reslab.evaluate.robustness import (
+    on_rgb,
+    raw_seed_fn,
+    raw_stored,
+    run_robustness,
+    through_display,
+)
 from reslab.runs.rundir import ROBUSTNESS_COLUMNS as COLUMNS
-from reslab.evaluate.robustness import (on_rgb, raw_seed_fn, raw_stored, run_robustness,
-                                        through_display)
 
 # 250 digits (25 per class): 50 test images keep 51 perturbed passes to a few seconds.
 CONFIG = {

@@ -7,8 +7,8 @@ import yaml
 
 from reslab.config import load_config
 from reslab.errors import ReslabError
-from reslab.studies import compare
 from reslab.runs.rundir import CompareDir
+from reslab.studies import compare
 from reslab.studies.compare import Entry, ensure_run, load_study, run_compare
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "compare"

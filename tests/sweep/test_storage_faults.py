@@ -22,8 +22,14 @@ from optuna.trial import TrialState
 
 from reslab.cli import main
 from reslab.errors import ReslabError
-from reslab.sweep.storage import (StorageLostError, is_storage_failure, make_storage,
-                                  redact_text, redact_url, storage_errors)
+from reslab.sweep.storage import (
+    StorageLostError,
+    is_storage_failure,
+    make_storage,
+    redact_text,
+    redact_url,
+    storage_errors,
+)
 
 SECRETS = ("hunter2", "s3cr@t", "tok123", "k3y456", "pw0rd9")
 

@@ -84,13 +84,13 @@ BAD = [
     ({"space": {"train.lr": {"low": 0.1, "high": 0.01}}}, "space.train.lr: low (0.1) must be"),
     ({"space": {"train.lr": {"low": 0.001, "high": 0.1}}}, "space.train.lr: sampler grid needs"),
     ({"sampler": "tpe"}, "n_trials: required for sampler tpe"),
-    ({"sampler": "anneal"}, "sampler: Input should be"),
+    ({"sampler": "anneal"}, "sampler = 'anneal': Input should be"),
     ({"space": {"train.lrr": {"values": [0.1]}}}, "space.train.lrr: unknown key 'train.lrr'"),
     ({"space": {"train.lr": {"values": [0.1, 500]}}}, "space.train.lr: train.lr = 500"),
     ({"space": {"train": {"values": [1]}}}, "space.train"),
     ({"space": {"train.plateau": {"values": [1]}}}, "space.train.plateau"),
     ({"objective": {"metric": "accuracy"}}, "objective: metric 'accuracy'"),
-    ({"pruner": "asha"}, "pruner: Input should be"),
+    ({"pruner": "asha"}, "pruner = 'asha': Input should be"),
     ({"space": {}}, "space: "),
 ]
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._parsers import command_parser
+
 DESCRIPTION = """\
 Train (or reuse) every run a study file lists, then write DIR/compare.csv, DIR/compare.md,
 overlaid learning curves in DIR/plots/ and DIR/report.html.
@@ -20,10 +22,8 @@ the fractions); a warning names any that differ between runs."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "compare", help="train several configs on the same data and compare them",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=DESCRIPTION)
+    p = command_parser(sub, "compare", "train several configs on the same data and compare them",
+                       DESCRIPTION)
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--out", metavar="DIR", help="comparison directory (default: compare/NAME)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training lines")

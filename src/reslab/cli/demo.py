@@ -31,7 +31,8 @@ def demo_sweep(base: dict) -> dict:
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole study in miniature on the bundled digits",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/digits-demo-TIME)")
+    p.add_argument("--out", metavar="RUN_DIR",
+                   help="run directory (default: runs/digits-demo-TIME)")
     p.add_argument("--quick", action="store_true", help="train only: skip robustness and sweep")
     p.add_argument("--quiet", action="store_true")
     return p

@@ -5,6 +5,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._parsers import command_parser
+
 SUITES = ("seed", "corruptions", "all")
 DESCRIPTION = """\
 Evaluate a run's best checkpoint on perturbed copies of its test split (else val, or
@@ -19,10 +21,8 @@ Grey images are repeated to RGB, perturbed and averaged back to one channel."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "robustness", help="accuracy of a trained run under image perturbations",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=DESCRIPTION)
+    p = command_parser(sub, "robustness", "accuracy of a trained run under image perturbations",
+                       DESCRIPTION)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data-root", metavar="PATH",
                    help="a labeled class-folder tree, evaluated whole")

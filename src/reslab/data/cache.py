@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from ..errors import ReslabError
 from ..progress import track
-from ..utils import atomic_write_text, available_cores
+from ..utils import atomic_write_text, available_cores, fsync_dir
 from .imageio import DEFAULT_MAX_PIXELS
 
 CACHE_VERSION = 2
@@ -286,7 +286,7 @@ def write_entry(entry: Path, images: np.ndarray, info: dict) -> tuple[np.ndarray
         meta = {"version": CACHE_VERSION, **info, "array": arr,
                 "verified": _signature(data_path.stat())}
         atomic_write_text(meta_path, json.dumps(meta))
-        _fsync_dir(entry)
+        fsync_dir(entry)
     except OSError as err:
         raise ReslabError(f"data.cache_dir: cannot write the decoded-image cache {entry} "
                           f"({err.strerror or err})") from None
@@ -308,27 +308,13 @@ def _write_array(entry: Path, images: np.ndarray) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(entry)
+    fsync_dir(entry)
     return offset
 
 
 def _chunk_crcs(images: np.ndarray) -> list[int]:
     data = memoryview(images.reshape(-1)).cast("B")
     return [zlib.crc32(data[i:i + CHUNK_BYTES]) for i in range(0, len(data), CHUNK_BYTES)]
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _remove_dead_temps(entry: Path) -> None:

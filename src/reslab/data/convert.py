@@ -20,8 +20,17 @@ import numpy as np
 from rich.progress import Progress
 
 from ..errors import ReslabError
-from .imageio import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, check_pixels, linear_to_log,
-                      linear_to_srgb, log_to_linear, read_image, srgb_to_linear, write_image)
+from .imageio import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    check_pixels,
+    linear_to_log,
+    linear_to_srgb,
+    log_to_linear,
+    read_image,
+    srgb_to_linear,
+    write_image,
+)
 from .sources import list_images
 
 TARGETS: dict[str, str] = {"srgb-png": ".png", "linear-tiff": ".tiff", "log-exr": ".exr"}

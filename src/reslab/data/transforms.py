@@ -57,29 +57,30 @@ def per_image_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return mask.to(x.device).view(-1, 1, 1, 1)
 
 
-def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Zero-pad by `pad` and take a random HxW crop per image (a random translation)."""
-    if pad == 0:
-        return x
-    b, _, h, w = x.shape
-    # Work on the NHWC view: each gathered pixel is then one contiguous C-vector, and the
-    # result is a channels_last tensor, the layout the convolutions want.
-    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded[batch, rows, cols].permute(0, 3, 1, 2)
-
-
 @dataclass(frozen=True)
 class RandomCrop:
+    """Zero-pad by `pad` and take a random HxW crop per image (a random translation)."""
     pad: int = 4
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator,
                  ctx: BatchContext | None = None) -> torch.Tensor:
-        return random_crop(x, gen, self.pad)
+        pad = self.pad
+        if pad == 0:
+            return x
+        b, _, h, w = x.shape
+        # Work on the NHWC view: each gathered pixel is then one contiguous C-vector, and the
+        # result is a channels_last tensor, the layout the convolutions want.
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        return padded[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    return RandomCrop(pad)(x, gen)
 
 
 def image_bits(index: torch.Tensor, seed: int) -> torch.Tensor:
@@ -124,24 +125,24 @@ def random_flip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.
     return RandomFlip(p)(x, gen)
 
 
-def random_grayscale(x: torch.Tensor, gen: torch.Generator, p: float = 0.1) -> torch.Tensor:
-    """Turn each image grey (BT.601 luma in every channel) with probability p."""
-    mask = torch.rand(x.shape[0], generator=gen) < p
-    chosen = mask.nonzero().squeeze(1).to(x.device)  # a CPU mask: no device sync
-    if len(chosen) == 0:
-        return x
-    x = x.clone()  # convert only the chosen few, not the whole batch
-    x[chosen] = to_grayscale(x[chosen])
-    return x
-
-
 @dataclass(frozen=True)
 class RandomGrayscale:
+    """Turn each image grey (BT.601 luma in every channel) with probability p."""
     p: float = 0.1
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator,
                  ctx: BatchContext | None = None) -> torch.Tensor:
-        return random_grayscale(x, gen, self.p)
+        mask = torch.rand(x.shape[0], generator=gen) < self.p
+        chosen = mask.nonzero().squeeze(1).to(x.device)  # a CPU mask: no device sync
+        if len(chosen) == 0:
+            return x
+        x = x.clone()  # convert only the chosen few, not the whole batch
+        x[chosen] = to_grayscale(x[chosen])
+        return x
+
+
+def random_grayscale(x: torch.Tensor, gen: torch.Generator, p: float = 0.1) -> torch.Tensor:
+    return RandomGrayscale(p)(x, gen)
 
 
 @dataclass(frozen=True)

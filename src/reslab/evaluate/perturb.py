@@ -124,7 +124,8 @@ def shift_color_balance(x: Tensor, r: float = 30, g: float = 20, b: float = 10) 
 
 
 def rotate(x: Tensor, degrees: float = 30) -> Tensor:
-    """Rotate about the image centre; positive = counter-clockwise on screen. Bilinear, zero fill."""
+    """Rotate about the image centre; positive = counter-clockwise on screen. Bilinear, zero
+    fill."""
     y = TF.rotate(_work(x), degrees, interpolation=InterpolationMode.BILINEAR, fill=0.0)
     return _finish(y, x)
 
@@ -220,7 +221,8 @@ def brightness(x: Tensor, severity: int, generator: torch.Generator | None = Non
 
 def saturate(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """HSV saturation S' = clip(S*a + b); hue and value preserved, grey pixels stay grey."""
-    a, b = _level(((1.5, 0.0), (2.0, 0.1), (2.5, 0.2), (3.0, 0.3), (4.0, 0.4)), severity, "saturate")
+    a, b = _level(((1.5, 0.0), (2.0, 0.1), (2.5, 0.2), (3.0, 0.3), (4.0, 0.4)), severity,
+                  "saturate")
     y = _work(x).clamp(0.0, 1.0)
     v, chroma = _value_chroma(y)
     s_new = (chroma / v.clamp_min(1e-12) * a + b).clamp(0.0, 1.0)
@@ -283,7 +285,8 @@ CORRUPTIONS: dict[str, Corruption] = {
 }
 
 
-def corrupt(x: Tensor, name: str, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def corrupt(x: Tensor, name: str, severity: int,
+            generator: torch.Generator | None = None) -> Tensor:
     """Apply corruption ``name`` at ``severity`` (1..5)."""
     if name not in CORRUPTIONS:
         raise ReslabError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
@@ -292,7 +295,8 @@ def corrupt(x: Tensor, name: str, severity: int, generator: torch.Generator | No
 
 # ----------------------------------------------------------------------------- suites
 
-SUITES: dict[str, dict[str, Callable[..., Tensor]]] = {"seed": SEED_SUITE, "corruptions": CORRUPTIONS}
+SUITES: dict[str, dict[str, Callable[..., Tensor]]] = {"seed": SEED_SUITE,
+                                                      "corruptions": CORRUPTIONS}
 
 
 def iter_suite(name: str, seed: int = 0) -> Iterator[tuple[str, int, Perturbation]]:

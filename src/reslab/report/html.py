@@ -30,7 +30,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison"}
 # Plots this module draws; everything else under plots/ came from the sweep/compare command.
 OWN_PLOTS = {"learning_curves", "confusion_matrix", "per_class_accuracy", "misclassified",
-             "robustness", "overlaid_curves"}
+             "robustness", "overlaid_curves", "trial_learning_curves"}
 # Column names holding rates/losses, as whole words: "val_acc" yes, "train.accum_steps" no.
 FOUR_DECIMALS = re.compile(r"(?<![a-z])(acc|accuracy|loss|value|drop|score)(?![a-z])")
 SUMMARY_KEYS = ("best_val_acc", "final_val_acc", "test_acc", "params", "epochs_run",
@@ -290,15 +290,13 @@ def _misclassified_section(run: RunDir, classes: list[str] | None) -> Section:
 
 
 def _robustness_section(run: RunDir) -> Section:
-    section = Section("Robustness")
     rows = _read(run.robustness_csv, run.read_robustness)
-    if rows:
-        out = plots.plot_robustness(rows, run.plot("robustness"))
-        section.blocks += [Image(out, "Accuracy per perturbation; dashed line: clean"),
-                           _table(rows)]
-    else:
-        section.blocks += _markdown_blocks(_read(run.robustness_md, run.read_robustness_md) or "")
-    return section
+    if not rows:  # a directory written by hand may hold only the Markdown table
+        markdown = _read(run.robustness_md, run.read_robustness_md) or ""
+        return Section("Robustness", _markdown_blocks(markdown))
+    out = plots.plot_robustness(rows, run.plot("robustness"))
+    return Section("Robustness", [Image(out, "Accuracy per perturbation; dashed line: clean"),
+                                  _table(rows)])
 
 
 # --------------------------------------------------------------------------- sweep
@@ -309,10 +307,17 @@ def _sweep_sections(sweep: SweepDir) -> list[Section]:
     factors = _read(sweep.factors_md, sweep.read_factors)
     if factors:
         sections.append(Section("Factors", _markdown_blocks(factors)))
-    sections.append(_overlaid_section(sweep, sweep.trial_runs(), "Trial learning curves",
-                                      "trial {}"))
+    sections.append(_trial_curves_section(sweep))
     sections.append(_existing_plots_section(sweep, "Sweep plots"))
     return sections
+
+
+def _trial_curves_section(sweep: SweepDir) -> Section:
+    """The sweep's own plot (trials labelled by their parameter values), else one drawn here."""
+    drawn = sweep.plot("trial_learning_curves")
+    if drawn.is_file():
+        return Section("Trial learning curves", [Image(drawn, "Every trial's validation curves")])
+    return _overlaid_section(sweep, sweep.trial_runs(), "Trial learning curves", "trial {}")
 
 
 def _best_section(sweep: SweepDir, trials: list[dict]) -> Section:

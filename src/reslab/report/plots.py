@@ -47,6 +47,17 @@ _LABELS = {
 _SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 
 
+def styled():
+    """The report plots' style, for figures drawn by other libraries (Optuna's)."""
+    return matplotlib.rc_context(_STYLE)
+
+
+def save_figure(fig: Figure, out: Path) -> Path:
+    """Save a figure drawn elsewhere the way this module saves its own."""
+    with styled():
+        return _save(fig, out)
+
+
 @contextmanager
 def _figure(out: Path, width: float, height: float) -> Iterator[Figure]:
     """A styled figure saved to `out` on exit. Saving happens inside the rc context because
@@ -145,12 +156,7 @@ def plot_overlaid_curves(runs: dict[str, list[dict]], out: Path,
                 if xs:
                     ax.plot(xs, ys, color=color, label=name, linewidth=1.6, alpha=0.9,
                             marker="o" if len(xs) <= 30 else None, markersize=3)
-            ax.set_title(_LABELS.get(key, key))
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(_LABELS.get(key, key))
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if not ax.lines:
-                _empty(ax, "not logged")
+            _label_epoch_axes(ax, key)
         handles, labels = axes[0].get_legend_handles_labels()
         if handles and legend:
             fig.legend(handles, labels, loc="outside lower center", ncol=min(len(runs), 4))

@@ -21,8 +21,18 @@ import torch
 
 from ..config import Config, load_config
 from ..errors import ReslabError
-from ..utils import (append_jsonl, atomic_write_bytes, atomic_write_text, natural_key, read_csv,
-                     read_json, read_jsonl, remove_stale_temp_files, write_csv, write_json)
+from ..utils import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_text,
+    natural_key,
+    read_csv,
+    read_json,
+    read_jsonl,
+    remove_stale_temp_files,
+    write_csv,
+    write_json,
+)
 
 MARKER = ".reslab"
 ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
@@ -33,13 +43,15 @@ def marked_kind(path: Path) -> str | None:
     return marker.read_text().strip() if marker.is_file() else None
 
 
-def claim_dir(path: Path, kind: str, flag: str = "--out") -> Path:
-    """Make `path` a `kind` directory: new, empty, or already reslab's of this kind.
+def claim_dir(path: Path, kind: str, flag: str = "--out",
+              own_files: tuple[str, ...] = ()) -> Path:
+    """Make `path` a `kind` directory: new, empty (or holding only `own_files`, e.g. a sweep's
+    SQLite study opened before the sweep started), or already reslab's of this kind.
     Anything else (a file, a user's folder with files in it) is refused with one line."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ReslabError(f"{flag} {path} is a file; expected a directory (new or empty)")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and any(p.name not in own_files for p in path.iterdir()):
         found = marked_kind(path)
         if found is None:
             raise ReslabError(f"{flag} {path} is not empty and was not made by reslab; choose "
@@ -69,24 +81,10 @@ class Directory:
 
 
 class RunDir(Directory):
-    """One training run: config, classes, metrics per epoch, checkpoints, results, reports."""
+    """One training run. Each file below sits with its readers and writers."""
 
-    config = property(lambda self: self.path / "config.yaml")
-    classes = property(lambda self: self.path / "classes.json")
-    metrics = property(lambda self: self.path / "metrics.jsonl")
-    result = property(lambda self: self.path / "result.json")
-    env = property(lambda self: self.path / "env.json")
-    last = property(lambda self: self.path / "last.pt")
-    best = property(lambda self: self.path / "best.pt")
-    confusion = property(lambda self: self.path / "confusion_matrix.csv")
-    misclassified = property(lambda self: self.path / "misclassified.npz")
-    robustness_csv = property(lambda self: self.path / "robustness.csv")
-    robustness_md = property(lambda self: self.path / "robustness.md")
-    tb = property(lambda self: self.path / "tb")
-
-    # ------------------------------------------------------------------ opening
     @staticmethod
-    def create(cfg: Config, out: str | Path | None, root: Path = Path("runs")) -> "RunDir":
+    def create(cfg: Config, out: str | Path | None, root: Path = Path("runs")) -> RunDir:
         """A directory for a new run. Refused: a user's folder, or a run that has started
         (use --resume). A run killed before its first checkpoint is started over."""
         if out is None:
@@ -99,18 +97,24 @@ class RunDir(Directory):
         return run
 
     @staticmethod
-    def open(path: str | Path) -> "RunDir":
+    def open(path: str | Path) -> RunDir:
         run = RunDir(path)
         if not run.config.is_file():
             raise ReslabError(f"{run.path} is not a run directory (no config.yaml)")
         remove_stale_temp_files(run.path)
         return run
 
-    def has_started(self) -> bool:
-        """Has a checkpoint: --resume continues it (else it restarts from scratch)."""
-        return self.last.is_file()
+    def discard(self) -> None:
+        """Delete this run directory; only one reslab made (marked) is ever deleted."""
+        if marked_kind(self.path) != "run":
+            raise ReslabError(f"{self.path}: not a run directory reslab made; not deleting it")
+        shutil.rmtree(self.path)
 
-    # ------------------------------------------------------------------ config and classes
+    # Written when training starts: what ran, on what classes, where.
+    config = property(lambda self: self.path / "config.yaml")
+    classes = property(lambda self: self.path / "classes.json")
+    env = property(lambda self: self.path / "env.json")
+
     def write_start(self, cfg: Config, classes: list[str], env: dict | None = None) -> None:
         atomic_write_text(self.config, cfg.to_yaml())
         write_json(self.classes, classes)
@@ -131,7 +135,16 @@ class RunDir(Directory):
     def read_env(self) -> dict | None:
         return read_json(self.env) if self.env.is_file() else None
 
-    # ------------------------------------------------------------------ metrics and results
+    # Written every epoch: a metrics row, last.pt, best.pt when it improved, TensorBoard.
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    last = property(lambda self: self.path / "last.pt")
+    best = property(lambda self: self.path / "best.pt")
+    tb = property(lambda self: self.path / "tb")
+
+    def has_started(self) -> bool:
+        """Has a checkpoint: --resume continues it (else it restarts from scratch)."""
+        return self.last.is_file()
+
     def append_metrics(self, row: dict) -> None:
         append_jsonl(self.metrics, row)
 
@@ -144,6 +157,19 @@ class RunDir(Directory):
         atomic_write_text(self.metrics, "".join(_jsonl_line(r) for r in rows))
         return rows
 
+    def read_norm(self) -> dict:
+        """The normalisation (mean, std, scale, fmt) stored in the run's checkpoints."""
+        ckpt = self.best if self.best.is_file() else self.last
+        try:
+            return torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["norm"]
+        except Exception as err:
+            raise ReslabError(f"{ckpt}: cannot read its normalisation ({err})") from None
+
+    # Written by the final evaluation and by `eval`.
+    result = property(lambda self: self.path / "result.json")
+    confusion = property(lambda self: self.path / "confusion_matrix.csv")
+    misclassified = property(lambda self: self.path / "misclassified.npz")
+
     def write_result(self, result: dict) -> None:
         write_json(self.result, result)
 
@@ -153,7 +179,6 @@ class RunDir(Directory):
                               f"reslab train --resume {self.path}")
         return read_json(self.result)
 
-    # ------------------------------------------------------------------ evaluation outputs
     def write_confusion(self, matrix: np.ndarray, classes: list[str]) -> None:
         write_csv(self.confusion, ["true\\pred", *classes],
                   ([c, *row] for c, row in zip(classes, matrix.tolist())))
@@ -175,6 +200,10 @@ class RunDir(Directory):
         with np.load(self.misclassified, allow_pickle=False) as data:
             return {k: data[k] for k in ("images", "true", "pred", "confidence")}
 
+    # Written by `robustness`.
+    robustness_csv = property(lambda self: self.path / "robustness.csv")
+    robustness_md = property(lambda self: self.path / "robustness.md")
+
     def write_robustness(self, rows: list[dict], markdown: str) -> None:
         write_csv(self.robustness_csv, list(ROBUSTNESS_COLUMNS),
                   ([r.get(k, "") for k in ROBUSTNESS_COLUMNS] for r in rows))
@@ -191,28 +220,27 @@ class RunDir(Directory):
     def read_robustness_md(self) -> str | None:
         return self.robustness_md.read_text() if self.robustness_md.is_file() else None
 
-    def read_norm(self) -> dict:
-        """The normalisation (mean, std, scale, fmt) stored in the run's checkpoints."""
-        ckpt = self.best if self.best.is_file() else self.last
-        try:
-            return torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["norm"]
-        except Exception as err:
-            raise ReslabError(f"{ckpt}: cannot read its normalisation ({err})") from None
-
 
 class SweepDir(Directory):
-    """A sweep: study name, the trials table, best.yaml, factors, plots, one run per trial."""
+    """A sweep directory:
+
+    study.txt, study.db    the Optuna study's name (one study per directory), its SQLite storage
+    trials.csv             one row per trial: number, state, value, reason, seconds, parameters
+    best.yaml, factors.md  the best trial's full config; the objective per factor value
+    trials/N/              trial N's run directory
+    plots/, report.*       Optuna's plots and the trials' curves; the report
+    """
 
     study_txt = property(lambda self: self.path / "study.txt")
     study_db = property(lambda self: self.path / "study.db")
     trials_csv = property(lambda self: self.path / "trials.csv")
     best_yaml = property(lambda self: self.path / "best.yaml")
     factors_md = property(lambda self: self.path / "factors.md")
-    trials = property(lambda self: self.path / "trials")
 
     def claim(self, study: str) -> None:
         """Trial directories are named by trial number, so one directory holds one study."""
-        claim_dir(self.path, "sweep")
+        db = self.study_db.name
+        claim_dir(self.path, "sweep", own_files=(db, f"{db}-journal", f"{db}-wal", f"{db}-shm"))
         if self.study_txt.exists() and self.study_txt.read_text().strip() != study:
             raise ReslabError(f"{self.path} holds study {self.study_txt.read_text().strip()!r}, "
                               f"not {study!r}; give another --out DIR for a different study")
@@ -220,10 +248,11 @@ class SweepDir(Directory):
             atomic_write_text(self.study_txt, study + "\n")
 
     def trial(self, number: int) -> RunDir:
-        return RunDir(self.trials / str(number))
+        """Trial N's run directory, `trials/N/`."""
+        return RunDir(self.path / "trials" / str(number))
 
     def trial_runs(self) -> list[RunDir]:
-        found = [RunDir(p.parent) for p in self.trials.glob("*/metrics.jsonl")]
+        found = [RunDir(p.parent) for p in self.trial(0).path.parent.glob("*/metrics.jsonl")]
         return sorted(found, key=lambda r: natural_key(r.path.name))
 
     def write_trials(self, header: list[str], rows: list[list[Any]]) -> None:

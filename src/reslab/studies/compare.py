@@ -28,19 +28,23 @@ is reused) and the table gains clean_acc, one <perturbation>_acc column per pert
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..config import (Config, apply_overrides, format_validation_error, load_config, read_yaml,
-                      validate)
+from ..config import Config, apply_overrides, load_config, parse_mapping, read_yaml, validate
 from ..errors import ReslabError
 from ..evaluate.perturb import SUITES
-from ..evaluate.robustness import (SUITE_CHOICES, mean_corruption_accuracy, run_robustness,
-                                   suite_levels)
+from ..evaluate.robustness import (
+    SUITE_CHOICES,
+    mean_corruption_accuracy,
+    run_robustness,
+    suite_levels,
+)
 from ..report import write_report
 from ..report.plots import plot_overlaid_curves, plot_robustness
 from ..runs.rundir import CompareDir, RunDir, safe_name
@@ -95,10 +99,7 @@ class Study:
 def load_study(path: str | Path) -> Study:
     """Read and validate STUDY.yaml (every entry's config too) or raise a one-line error."""
     path = Path(path)
-    try:
-        spec = StudyFile.model_validate(_read_study(path))
-    except ValidationError as err:
-        raise ReslabError(format_validation_error(err, str(path))) from None
+    spec = parse_mapping(StudyFile, _read_study(path), str(path), "a runs: list")
     entries = [_entry(item, i, path, spec.overrides) for i, item in enumerate(spec.runs)]
     _dedupe(entries)
     suite = "seed" if spec.robustness is True else (spec.robustness or None)
@@ -173,7 +174,7 @@ def run_compare(study_path: str | Path, out: str | Path | None = None, quiet: bo
         log(f"warning: {warning}")
     dirs = {e.name: ensure_run(e, out, quiet, log) for e in study.entries}
     if study.suite:
-        for name, run_dir in dirs.items():
+        for run_dir in dirs.values():
             ensure_robustness(RunDir(run_dir), study.suite, log)
     rows = [compare_row(name, RunDir(d), study.suite) for name, d in dirs.items()]
     write_outputs(out, rows, dirs, study, log)

@@ -52,7 +52,7 @@ class Monitor:
         self._seen: set[int] = set()
         self._thread = threading.Thread(target=self._run, daemon=True, name="sweep-monitor")
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         storage = make_storage(self.url)  # no heartbeat: it only reads
         self.study = optuna.load_study(study_name=self.study_name, storage=storage,
                                        sampler=optuna.samplers.RandomSampler())

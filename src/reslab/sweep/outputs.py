@@ -1,8 +1,7 @@
-"""Sweep directory files: trials.csv, best.yaml, factors.md (plots are in plots.py)."""
+"""What a sweep writes into its directory: the trials table, best.yaml and the factors
+summary (plots are in plots.py); the file names live in `SweepDir`."""
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import load_config
-from ..utils import atomic_write_text
+from ..runs.rundir import SweepDir
 from .spec import Sweep
 
 CSV_COLUMNS = ["number", "state", "value", "reason", "seconds"]
@@ -47,16 +45,14 @@ def _seconds(t: FrozenTrial) -> str:
     return ""
 
 
-def write_trials_csv(path: Path, trials: list[FrozenTrial], sweep: Sweep,
+def write_trials_csv(sweep_dir: SweepDir, trials: list[FrozenTrial], sweep: Sweep,
                      retried_by: dict[int, int]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS + sweep.keys)
+    rows = []
     for t in trials:
         value = "" if t.value is None or math.isnan(t.value) else repr(float(t.value))
-        writer.writerow([t.number, t.state.name, value, describe_reason(t, retried_by),
-                         _seconds(t), *(fmt_value(t.params.get(k)) for k in sweep.keys)])
-    atomic_write_text(path, buf.getvalue())
+        rows.append([t.number, t.state.name, value, describe_reason(t, retried_by),
+                     _seconds(t), *(fmt_value(t.params.get(k)) for k in sweep.keys)])
+    sweep_dir.write_trials(CSV_COLUMNS + sweep.keys, rows)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -66,26 +62,24 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
-def write_best_yaml(sweep_dir: Path, best: FrozenTrial | None, sweep: Sweep) -> Path | None:
+def write_best_yaml(sweep_dir: SweepDir, best: FrozenTrial | None, sweep: Sweep) -> Path | None:
     """best.yaml = the best trial's resolved config.yaml: `reslab train best.yaml` reproduces it."""
     if best is None:
         return None
     trained = best.user_attrs.get("same_as", best.number)  # a reused result: its original
-    source = sweep_dir / "trials" / str(trained) / "config.yaml"
+    source = sweep_dir.trial(trained)
     # A trial trained on another machine sharing the study has no local run directory.
-    cfg = load_config(source) if source.exists() else sweep.config_for(best.params)
+    cfg = source.read_config() if source.config.is_file() else sweep.config_for(best.params)
     # Trials skip their reports (sweep.trial_reports); a retrained best run should not.
     base = sweep.base.train
     cfg.train.report, cfg.train.tensorboard = base.report, base.tensorboard
-    text = cfg.to_yaml()
-    path = sweep_dir / "best.yaml"
     header = (f"# best trial {trained} of this sweep ({sweep.spec.objective.metric} "
-              f"{best.value:.6g}); reproduce it with: reslab train {path}\n")
-    atomic_write_text(path, header + text)
-    return path
+              f"{best.value:.6g}); reproduce it with: reslab train {sweep_dir.best_yaml}\n")
+    sweep_dir.write_best(header + cfg.to_yaml())
+    return sweep_dir.best_yaml
 
 
-def write_factors_md(path: Path, trials: list[FrozenTrial], sweep: Sweep) -> None:
+def write_factors_md(sweep_dir: SweepDir, trials: list[FrozenTrial], sweep: Sweep) -> None:
     obj = sweep.spec.objective
     # A reused result ("same_as") is not another observation of its point.
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
@@ -101,7 +95,7 @@ def write_factors_md(path: Path, trials: list[FrozenTrial], sweep: Sweep) -> Non
             best = max(values) if obj.resolved_direction == "maximize" else min(values)
             lines.append(f"| {label} | {best:.4f} | {np.mean(values):.4f} | {len(values)} |")
         lines.append("")
-    atomic_write_text(path, "\n".join(lines))
+    sweep_dir.write_factors("\n".join(lines))
 
 
 def _groups(key: str, done: list[FrozenTrial], sweep: Sweep) -> list[tuple[str, list[float]]]:

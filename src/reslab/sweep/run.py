@@ -8,7 +8,8 @@ import optuna
 
 from ..errors import ReslabError
 from ..report import write_report
-from ..utils import atomic_write_text, available_cores
+from ..runs.rundir import SweepDir, safe_name
+from ..utils import available_cores
 from .monitor import Monitor, retry_map
 from .outputs import best_trial, fmt_value, write_best_yaml, write_factors_md, write_trials_csv
 from .plots import write_plots
@@ -24,10 +25,10 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     if workers < 1:
         raise ReslabError(f"--workers {workers}: expected 1 or more")
     sweep = load_sweep(spec_path)
-    sweep_dir = Path(out) if out else Path("sweeps") / sweep.name
+    sweep_dir = SweepDir(out if out else Path("sweeps") / safe_name(sweep.name))
     name = study_name or sweep.name
-    _claim_dir(sweep_dir, name)
-    url = storage or default_url(sweep_dir)
+    sweep_dir.claim(name)
+    url = storage or default_url(sweep_dir.path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with storage_errors(url):
         study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
@@ -35,7 +36,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
         threads = max(1, available_cores() // workers)
         print(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} "
               f"trial(s) queued, {workers} worker(s) x {threads} thread(s); directory "
-              f"{sweep_dir}", flush=True)
+              f"{sweep_dir.path}", flush=True)
         job = WorkerJob(sweep, sweep_dir, url, name, threads)
         try:
             with Monitor(url, name, sweep):
@@ -48,28 +49,18 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
         write_outputs(sweep_dir, study, sweep)
     for line in lost:
         print(f"reslab sweep: warning: {line}", file=sys.stderr)
-    return sweep_dir
+    return sweep_dir.path
 
 
-def _claim_dir(sweep_dir: Path, name: str) -> None:
-    """Trial directories are named by trial number, so one directory holds one study."""
-    marker = sweep_dir / "study.txt"
-    if marker.exists() and marker.read_text().strip() != name:
-        raise ReslabError(f"{sweep_dir} holds study {marker.read_text().strip()!r}, not "
-                          f"{name!r}; give another --out DIR for a different study")
-    if not marker.exists():
-        atomic_write_text(marker, name + "\n")
-
-
-def write_outputs(sweep_dir: Path, study: optuna.Study, sweep: Sweep) -> None:
-    """trials.csv, best.yaml, factors.md, plots/ and (if available) report.html."""
+def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep) -> None:
+    """trials.csv, best.yaml, factors.md, plots/ and report.html."""
     trials = study.get_trials(deepcopy=False)
-    write_trials_csv(sweep_dir / "trials.csv", trials, sweep, retry_map(trials))
+    write_trials_csv(sweep_dir, trials, sweep, retry_map(trials))
     best = best_trial(study)
     best_path = write_best_yaml(sweep_dir, best, sweep)
-    write_factors_md(sweep_dir / "factors.md", trials, sweep)
+    write_factors_md(sweep_dir, trials, sweep)
     write_plots(sweep_dir, study, sweep)
-    _write_report(sweep_dir)
+    _write_report(sweep_dir.path)
     counts = {}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
@@ -80,7 +71,7 @@ def write_outputs(sweep_dir: Path, study: optuna.Study, sweep: Sweep) -> None:
               f"({params}); config {best_path}")
     else:
         print("No trial completed.")
-    print(f"Sweep directory: {sweep_dir}")
+    print(f"Sweep directory: {sweep_dir.path}")
 
 
 def _write_report(sweep_dir: Path) -> None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import Config, read_yaml, set_key, validate
+from ..config import Config, parse_mapping, read_yaml, set_key, validate
 from ..errors import ReslabError
 
 Scalar = bool | int | float | str | None
@@ -35,7 +35,7 @@ class Factor(_Strict):
     step: int | float | None = None
 
     @model_validator(mode="after")
-    def _shape(self) -> "Factor":
+    def _shape(self) -> Factor:
         if self.values is not None:
             if any(v is not None for v in (self.low, self.high, self.step)) or self.log:
                 raise ValueError("give either values: [...] or low:/high:, not both")
@@ -68,7 +68,7 @@ class Objective(_Strict):
     direction: Literal["maximize", "minimize"] | None = None
 
     @model_validator(mode="after")
-    def _known(self) -> "Objective":
+    def _known(self) -> Objective:
         known = dict.fromkeys(RESULT_KEYS + ROW_KEYS)
         if self.metric not in known:
             raise ValueError(f"metric {self.metric!r}: expected one of {', '.join(known)}")
@@ -105,7 +105,7 @@ class SweepSpec(_Strict):
     trial_reports: bool = False
 
     @model_validator(mode="after")
-    def _sampler_needs(self) -> "SweepSpec":
+    def _sampler_needs(self) -> SweepSpec:
         if self.sampler in ("grid", "ofat"):
             for key, factor in self.space.items():
                 if factor.values is None:
@@ -176,24 +176,8 @@ def point_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-def _format(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}"
-    if first["type"] == "missing":
-        return f"{source}: {key}: required key missing"
-    return f"{source}: {key + ': ' if key else ''}{msg}"
-
-
 def parse_spec(raw: Any, source: str) -> SweepSpec:
-    if not isinstance(raw, dict):
-        raise ReslabError(f"{source}: expected a mapping with base, space, sampler, ...")
-    try:
-        return SweepSpec.model_validate(raw)
-    except ValidationError as err:
-        raise ReslabError(_format(err, source)) from None
+    return parse_mapping(SweepSpec, raw, source, "base, space, sampler, ...")
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -22,6 +22,7 @@ import optuna
 import sqlalchemy.exc as sa_exc
 
 from ..errors import ReslabError
+from ..runs.rundir import SweepDir
 from .spec import Heartbeat
 
 SQLITE_TIMEOUT_S = 120
@@ -34,7 +35,8 @@ SECRET_PARAM_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
 
 
 def default_url(sweep_dir: Path) -> str:
-    return f"sqlite:///{Path(sweep_dir).resolve() / 'study.db'}"
+    """The sweep directory's own SQLite study."""
+    return f"sqlite:///{SweepDir(sweep_dir).study_db.resolve()}"
 
 
 def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:

@@ -6,10 +6,8 @@ trials.csv can say why a trial was pruned or failed.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import Config, DataConfig
 from ..errors import ReslabError
 from ..models import check_param_budget
+from ..runs.rundir import SweepDir
 from ..training import train
 from .spec import RESULT_KEYS, Sweep, point_key
 from .study import duplicate_of
@@ -28,7 +27,7 @@ Outcome = tuple[TrialState, float | None]
 @dataclass
 class TrialRunner:
     sweep: Sweep
-    sweep_dir: Path
+    sweep_dir: SweepDir
     threads: int | None = None
     _shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -111,16 +110,16 @@ class TrialRunner:
         return self._shapes[key]
 
     def train(self, trial: optuna.Trial, cfg: Config) -> Outcome:
-        out = self.sweep_dir / "trials" / str(trial.number)
-        if out.exists():
+        out = self.sweep_dir.trial(trial.number)
+        if out.path.exists():
             # Left by a study that no longer exists (trial numbers restart with a new study).
-            print(f"reslab sweep: replacing stale trial directory {out}", file=sys.stderr)
-            shutil.rmtree(out)
+            print(f"reslab sweep: replacing stale trial directory {out.path}", file=sys.stderr)
+            out.discard()
         phases = cfg.train.phases
         reporter = EpochReporter(trial, self.sweep, sum(p.epochs for p in phases) if phases
                                  else cfg.train.epochs)
         try:
-            result = train(cfg, out=out, on_epoch=reporter, quiet=True)
+            result = train(cfg, out=out.path, on_epoch=reporter, quiet=True)
         except optuna.TrialPruned as err:
             trial.set_user_attr("epochs", reporter.epochs)
             return _stop(trial, TrialState.PRUNED, str(err))

@@ -14,12 +14,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from ..errors import ReslabError
+from ..runs.rundir import SweepDir
 from .spec import Sweep
 from .storage import heartbeat_interval, is_storage_failure, make_storage, storage_errors
 from .study import fail_stale, has_running, open_study, pop_waiting
@@ -36,7 +36,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         if self.interval:
             self._beat()  # a trial with no beat yet is never considered stale
             self._thread = threading.Thread(target=self._run, daemon=True,
@@ -120,7 +120,7 @@ def _one_line(err: BaseException) -> str:
 @dataclass
 class WorkerJob:
     sweep: Sweep
-    sweep_dir: Path
+    sweep_dir: SweepDir
     url: str
     study_name: str
     threads: int | None

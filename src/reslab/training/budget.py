@@ -31,7 +31,7 @@ def probe_timing(model: nn.Module, batches, amp_ctx, steps: int = 3) -> Timing:
     opt = torch.optim.SGD(probe.parameters(), lr=0.0)
     x, y, _ = next(iter(batches))
     times = []
-    for i in range(steps + 1):
+    for _ in range(steps + 1):
         t0 = time.perf_counter()
         with amp_ctx():
             loss = F.cross_entropy(probe(x), y)

@@ -21,7 +21,7 @@ class Dist:
     _wrapped: dict = field(default_factory=dict)
 
     @staticmethod
-    def from_env() -> "Dist":
+    def from_env() -> Dist:
         """Under torchrun (it sets LOCAL_RANK) a process group, even of one process: that is
         how a single GPU runs the same NCCL + DDP path as a node of them."""
         if "LOCAL_RANK" not in os.environ:

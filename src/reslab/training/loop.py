@@ -21,17 +21,26 @@ from torch import nn
 from ..config import Config, PhaseConfig, load_config, parse_duration
 from ..data import DataBundle, load_data
 from ..data.augment import build_train_augment
+from ..data.display import to_display_uint8
 from ..data.loader import BatchLoader, Normalizer, epoch_generator, memory_format
 from ..errors import ReslabError
 from ..models import build_model, count_params, freeze_backbone, require_classifier
 from ..progress import progress_enabled, track
 from ..runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from ..runs.device import (amp_dtype, autocast, configure_threads, deterministic_algorithms,
-                           grad_scaler)
-from ..runs.infer import (confusion_matrix, loss_and_accuracy, most_confident_mistakes,
-                          predict_batches)
+from ..runs.device import (
+    amp_dtype,
+    autocast,
+    configure_threads,
+    deterministic_algorithms,
+    grad_scaler,
+)
+from ..runs.infer import (
+    confusion_matrix,
+    loss_and_accuracy,
+    most_confident_mistakes,
+    predict_batches,
+)
 from ..runs.rundir import RunDir
-from ..data.display import to_display_uint8
 from .budget import Budget, Timing, describe, probe_timing
 from .distributed import Dist
 from .optim import build_optimizer, build_scheduler, param_groups

@@ -18,7 +18,7 @@ def param_groups(model: nn.Module, lr: float, backbone_scale: float,
     head, _ = split_parameters(model, "train.backbone_lr_scale" if backbone_scale != 1 else None)
     head_ids = {id(p) for _, p in head}
     groups: dict[tuple, list] = {}
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         is_head = id(p) in head_ids
         decay = p.ndim > 1
         groups.setdefault((is_head, decay), []).append(p)
