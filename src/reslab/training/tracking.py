@@ -36,7 +36,7 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.finish()
 
-    def _tensorboard(self) -> "_TensorBoard":
+    def _tensorboard(self) -> _TensorBoard:
         if self._tb is None:
             self._tb = _TensorBoard(self.run_dir / "tb")
         return self._tb
