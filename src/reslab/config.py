@@ -227,6 +227,21 @@ class PhaseConfig(Section):
     start_from: Literal["best", "last"] = "last"
 
 
+class EmaConfig(Section):
+    """`train.ema`: an exponential moving average of the weights (and BatchNorm buffers),
+    evaluated each epoch beside the raw weights (see training/ema.py)."""
+    decay: float = Field(0.999, ge=0.0, lt=1.0)              # per optimizer step
+    warmup_steps: int = Field(0, ge=0)                       # the EMA copies the weights until then
+    every: int = Field(1, ge=1, le=100_000)                  # optimizer steps between updates
+    select: Literal["raw", "ema", "best"] = "best"           # weights of best.pt and the final eval
+
+
+class LookaheadConfig(Section):
+    """`train.lookahead`: every k steps slow += alpha * (fast - slow); fast = slow."""
+    k: int = Field(5, ge=1, le=100_000)
+    alpha: float = Field(0.5, gt=0.0, le=1.0)
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(128, ge=1, le=65_536)
@@ -262,12 +277,23 @@ class TrainConfig(Section):
     tensorboard: bool = True
     tracking: Literal["tensorboard", "wandb"] = "tensorboard"
     report: bool = True
+    ema: EmaConfig | None = None                             # null: off
+    lookahead: LookaheadConfig | None = None                 # null: off
+    grad_clip: float | None = Field(None, gt=0.0)            # max total grad norm; null: off
+    accumulate: int = Field(1, ge=1, le=4096)                # micro-batches per optimizer step
+    init: Literal["default", "whiten"] = "default"           # whiten: the first conv (init.py)
 
     @field_validator("amp", mode="before")
     @classmethod
     def _amp_off(cls, v: Any) -> Any:
         # YAML 1.1 reads an unquoted `off` as false (and `on` as true).
         return "off" if v is False else v
+
+    @field_validator("ema", "lookahead", mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        # `--set train.ema=true` turns it on with the defaults; false (or null) turns it off.
+        return {} if v is True else None if v is False else v
 
     @field_validator("device")
     @classmethod

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -72,6 +73,21 @@ class Dist:
         if self.active:
             tdist.all_reduce(t)
         return t
+
+    def broadcast_(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite `tensors` with rank 0's values (in place)."""
+        if self.active:
+            for t in tensors:
+                tdist.broadcast(t, src=0)
+
+    def no_sync(self, module: nn.Module, skip: bool) -> AbstractContextManager:
+        """DDP's `no_sync()` while `skip`: the backward passes of an accumulated step's
+        micro-batches before the last keep their gradients local; the last one all-reduces the
+        sum of them all (`train.accumulate`)."""
+        ddp = getattr(module, "_orig_mod", module)  # under torch.compile
+        if skip and isinstance(ddp, nn.parallel.DistributedDataParallel):
+            return ddp.no_sync()
+        return nullcontext()
 
     def broadcast_run(self, run):
         if self.world_size == 1:

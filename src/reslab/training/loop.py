@@ -1,16 +1,18 @@
 """The training loop: config -> data + model -> epochs -> run directory.
 
 Read top to bottom: `train()` builds a `Session`, `fit()` runs the phases, `run_phase()` is
-the epoch loop (train -> validate -> record -> stop?) and `train_one_epoch()` the step loop.
-Metrics accumulate on the device; the host syncs once per epoch (and, on CPUs where it is
-free, once per step for the divergence check).
+the epoch loop (train -> validate -> record -> stop?), `train_one_epoch()` the step loop and
+`train_step()` one optimizer step: `train.accumulate` micro-batches, gradient clipping, the
+optimizer and LR schedule, then Lookahead and the weights' EMA. Metrics accumulate on the
+device; the host syncs once per epoch (and, on CPUs where it is free, once per step for the
+divergence check).
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,9 @@ from ..runs.infer import (
 from ..runs.rundir import RunDir
 from .budget import Budget, Timing, describe, probe_timing
 from .distributed import Dist
+from .ema import WeightEma
+from .init import whiten_first_conv
+from .lookahead import Lookahead
 from .optim import build_optimizer, build_scheduler, param_groups
 from .state import EarlyStopping, TrainState, better
 from .tracking import Tracker
@@ -82,6 +87,8 @@ class Session:
     budget: Budget | None = None
     stop_detail: str | None = None
     eval_loaders: dict[str, BatchLoader] = field(default_factory=dict)
+    ema: WeightEma | None = None     # train.ema: the averaged weights, for the whole run
+    lookahead: Lookahead | None = None  # train.lookahead: the slow weights, per phase
 
     @property
     def phases(self) -> list[PhaseConfig]:
@@ -134,6 +141,7 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
     data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
     ckpt = load_checkpoint(run.last) if run and run.has_started() else None
     model = make_model(cfg, data, device, dist, pretrained=ckpt is None)
+    init_note = initialise(cfg, data, model, device) if ckpt is None else None
     if run is None:
         run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
@@ -141,9 +149,12 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
         run.write_start(cfg, data.classes)
     amp = amp_dtype(cfg.train.amp, device)
     log = (lambda line: None) if quiet or not dist.is_main else print
+    if init_note:
+        log(init_note)
     module = dist.wrap(model, unused_params=cfg.train.freeze_backbone_epochs > 0)
     s = Session(cfg, run, data, model, torch.compile(module) if cfg.train.compile else module,
                 device, dist, amp, grad_scaler(amp, device), Tracker(cfg, run.path), log)
+    s.ema = WeightEma(model, cfg.train.ema) if cfg.train.ema is not None else None
     if ckpt is not None:
         restore(s, ckpt)
     elif resume is not None:
@@ -168,6 +179,17 @@ def make_model(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
     return model.to(device, memory_format=memory_format(cfg.train.channels_last))
 
 
+def initialise(cfg: Config, data: DataBundle, model: nn.Module, device: torch.device
+               ) -> str | None:
+    """`train.init` of a new run's weights (a resumed run has its own in last.pt), before the
+    run directory exists: a model it does not fit is refused without leaving one behind."""
+    if cfg.train.init != "whiten":
+        return None
+    norm = Normalizer(data.mean, data.std, data.scale, device)
+    return whiten_first_conv(model, data.train, norm, cfg.train.channels_last,
+                             pretrained=bool(cfg.model.pretrained))
+
+
 def restore(s: Session, ckpt: dict) -> None:
     """Continue from last.pt: weights, progress, loss scale; the optimizer, schedule and early
     stopping come back when their phase restarts (`s.resume`)."""
@@ -175,6 +197,8 @@ def restore(s: Session, ckpt: dict) -> None:
     s.state.load_state_dict(ckpt)
     if ckpt.get("scaler"):
         s.scaler.load_state_dict(ckpt["scaler"])
+    if s.ema is not None and ckpt.get("ema"):  # else (EMA turned on at resume): starts anew
+        s.ema.load_state_dict(ckpt["ema"])
     s.resume = ckpt
     if s.dist.is_main:
         s.run.truncate_metrics(s.state.epoch)
@@ -212,19 +236,20 @@ def run_phase(s: Session, p: int) -> str:
     """One phase of epochs: train -> validate -> record -> stop?"""
     cfg = s.cfg.train
     loader = start_phase(s, p)
-    opt, sched, per_step, early = phase_optimizer(s, p, len(loader))
+    steps_per_epoch = optimizer_steps(s, loader)
+    opt, sched, per_step, early = phase_optimizer(s, p, steps_per_epoch)
     if s.budget is not None:  # progressive resizing follows the budget's plan
-        loader.epochs = max(1, round(s.budget.total_steps / len(loader)))
+        loader.epochs = max(1, round(s.budget.total_steps / steps_per_epoch))
         loader.first_epoch = s.state.epoch + 1
     while s.budget is not None or s.state.epoch < s.phase_end(p):  # a budget sets its end
         epoch, t0 = s.state.epoch + 1, time.perf_counter()
         lr = head_lr(opt)
         try:
-            loss, acc, steps = train_one_epoch(s, loader, opt, sched if per_step else None, epoch)
+            train, steps = train_one_epoch(s, loader, opt, sched if per_step else None, epoch)
             if steps == 0:  # the time budget ran out before a step
                 return "time_budget"
             train_s = time.perf_counter() - t0
-            row = {"epoch": epoch, "train_loss": loss, "train_acc": acc, **validate(s), "lr": lr}
+            row = {"epoch": epoch, **train, **validate(s), "lr": lr}
         except Diverged as err:
             return diverged(s, epoch, err)
         row["seconds"] = time.perf_counter() - t0
@@ -235,9 +260,7 @@ def run_phase(s: Session, p: int) -> str:
             s.state.phase_step, row["seconds"] - train_s, final_eval_share(s))
         record_epoch(s, row, p, opt, sched, early, stop or out_of_time)
         if stop:
-            s.log(f"Early stopping after epoch {epoch}: {cfg.early_stopping.monitor} improved "
-                  f"by < {cfg.early_stopping.min_delta} for {cfg.early_stopping.patience} epochs")
-            return "early_stopping"
+            return early_stopped(s, epoch)
         if out_of_time:
             return "time_budget"
     return "completed"
@@ -247,10 +270,14 @@ def start_phase(s: Session, p: int) -> BatchLoader:
     """The phase's training loader; a new phase may start from best.pt and always starts its
     epoch numbering after the previous phase's last epoch."""
     phase = s.phases[p]
+    if s.resume is not None and s.resume.get("phase", 0) != p:
+        s.resume = None  # last.pt ended the previous phase: this one starts afresh
     if s.resume is None:
         if p > 0 and phase.start_from == "best" and s.run.best.exists():
             load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
             s.log(f"Phase {p + 1}: starting from best.pt (epoch {s.state.best_epoch})")
+            if s.ema is not None:
+                s.ema.restart()  # average from these weights on, not from the ones left
         s.state.epoch = max(s.state.epoch, s.phase_end(p) - phase.epochs)
         s.state.phase_step = 0
     loader = make_loader(s.cfg, s.data, s.device, s.dist, train=True,
@@ -259,18 +286,19 @@ def start_phase(s: Session, p: int) -> BatchLoader:
         # Epoch 1 of a progressive resize is the smallest: time the full size (progress 1).
         s.timing = probe_timing(s.model, loader.epoch(s.phase_end(len(s.phases) - 1) + 1),
                                 lambda: autocast(s.device, s.amp))
-        s.estimate = estimate_duration(s, len(loader))
+        s.estimate = estimate_duration(s, optimizer_steps(s, loader))
     return loader
 
 
 def phase_optimizer(s: Session, p: int, steps_per_epoch: int):
     """(optimizer, scheduler, stepped per batch, early stopping) for phase p, restored from
-    last.pt when the run is resumed in the middle of it."""
+    last.pt when the run is resumed in the middle of it; also the phase's Lookahead."""
     cfg, phase = s.cfg.train, s.phases[p]
     lr = phase_lr(s.phases, p, cfg.lr)
     momentum = phase.momentum if phase.momentum is not None else cfg.momentum
     opt = build_optimizer(param_groups(s.model, lr, cfg.backbone_lr_scale, cfg.weight_decay),
                           phase.optimizer or cfg.optimizer, lr, momentum, cfg.nesterov)
+    s.lookahead = Lookahead(s.model.parameters(), cfg.lookahead) if cfg.lookahead else None
     s.budget = plan_budget(s, p, steps_per_epoch)
     planned = steps_per_epoch * phase.epochs
     total = (lambda: s.budget.total_steps) if s.budget else (lambda: planned)
@@ -281,6 +309,8 @@ def phase_optimizer(s: Session, p: int, steps_per_epoch: int):
         opt.load_state_dict(s.resume["optimizer"])
         sched.load_state_dict(s.resume["scheduler"])
         early.load_state_dict(s.resume["early_stop"])
+        if s.lookahead is not None and s.resume.get("lookahead"):
+            s.lookahead.load_state_dict(s.resume["lookahead"])
         s.resume = None
     s.state.schedule_steps = total()
     return opt, sched, per_step, early
@@ -296,63 +326,129 @@ def warn_if_schedule_ended(s: Session, planned: int) -> None:
 
 
 def train_one_epoch(s: Session, loader: BatchLoader, opt, sched, epoch: int
-                    ) -> tuple[float, float, int]:
-    """The steps of one epoch -> (mean train loss, train accuracy, steps taken)."""
+                    ) -> tuple[dict, int]:
+    """The optimizer steps of one epoch -> (train metrics of the row, steps taken)."""
     cfg = s.cfg.train
     torch.manual_seed(epoch_generator(cfg.seed, epoch, DROPOUT_SALT).initial_seed())
     s.module.train()
     freeze_backbone(s.model, epoch <= cfg.freeze_backbone_epochs)
-    sums = torch.zeros(3, device=s.device)  # loss, correct, images
+    sums = torch.zeros(5, device=s.device)  # loss, correct, images, grad norms, their count
     # Checking the loss syncs with the device: every step on CPU (free), rarely on GPUs.
     # Under DDP only the all-reduced epoch loss decides, so every rank stops together.
     check = 0 if s.dist.world_size > 1 else 1 if s.device.type == "cpu" else 50
     steps = 0
-    for x, y, weight in track(loader.epoch(epoch), total=len(loader), description=f"epoch {epoch}",
-                              enabled=progress_enabled(cfg.progress) and s.dist.is_main):
+    batches = track(loader.epoch(epoch), total=len(loader), description=f"epoch {epoch}",
+                    enabled=progress_enabled(cfg.progress) and s.dist.is_main)
+    for group in micro_batch_groups(batches, cfg.accumulate):
         if s.budget is not None and s.state.phase_step >= s.budget.steps_allowed(
                 s.state.phase_step, steps):
             break
-        loss, logits = train_step(s, x, y, weight, opt, sched)
-        labels = y.argmax(1) if y.is_floating_point() else y  # soft targets: their top class
-        sums += torch.stack([loss.float(), (logits.argmax(1) == labels).sum().float(),
-                             torch.tensor(float(len(y)), device=s.device)])
+        stats = train_step(s, group, opt, sched)
+        sums += stats
         if check and steps % check == 0:
-            s.check_loss(loss.item() / len(y), f"train loss at step {steps + 1}")
+            s.check_loss(stats[0].item() / stats[2].item(), f"train loss at step {steps + 1}")
         steps += 1
-        s.state.step, s.state.phase_step = s.state.step + 1, s.state.phase_step + 1
-    total_loss, correct, seen = s.dist.all_reduce(sums).tolist()
+    total_loss, correct, seen, norms, counted = s.dist.all_reduce(sums).tolist()
     s.check_loss(total_loss / max(1.0, seen), "epoch train loss")
-    return total_loss / max(1.0, seen), correct / max(1.0, seen), steps
+    out = {"train_loss": total_loss / max(1.0, seen), "train_acc": correct / max(1.0, seen)}
+    if cfg.grad_clip is not None:  # the mean pre-clip norm (non-finite ones left out)
+        out["grad_norm"] = norms / counted if counted else None
+    return out, steps
 
 
-def train_step(s: Session, x: torch.Tensor, y: torch.Tensor, weight: float, opt,
-               sched) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step -> (summed loss, logits), both detached. `y` holds class indices,
-    or soft targets (mixup/cutmix) that already include the label smoothing."""
-    smoothing = 0.0 if y.is_floating_point() else s.cfg.train.label_smoothing
-    with autocast(s.device, s.amp):
-        logits = s.module(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing, reduction="sum")
+def train_step(s: Session, group: list[tuple[torch.Tensor, torch.Tensor, float]], opt,
+               sched) -> torch.Tensor:
+    """One optimizer step over `group`'s micro-batches (x, y, weight), the gradients summed
+    as one batch of all their images -> [summed loss, correct, images, pre-clip grad norm,
+    1 if that norm counts], detached, on the device."""
+    stats = torch.zeros(5, device=s.device)
     opt.zero_grad(set_to_none=True)
-    # `weight` turns this rank's summed loss into its share of the global batch mean.
-    s.scaler.scale(loss * weight).backward()
+    weight = group_weight(group, s.dist.world_size)
+    for i, (x, y, _) in enumerate(group):
+        with s.dist.no_sync(s.module, skip=i < len(group) - 1):
+            loss, logits = forward_backward(s, x, y, weight)
+        labels = y.argmax(1) if y.is_floating_point() else y  # soft targets: their top class
+        stats[:3] += torch.stack([loss.float(), (logits.argmax(1) == labels).sum().float(),
+                                  torch.tensor(float(len(y)), device=s.device)])
+    stats[3:] = clip_gradients(s, opt)
     s.scaler.step(opt)
     s.scaler.update()
     if sched is not None:
         sched.step()
+    s.state.step, s.state.phase_step = s.state.step + 1, s.state.phase_step + 1
+    if s.lookahead is not None:
+        s.lookahead.step()
+    if s.ema is not None:  # after Lookahead: it averages the weights the next step starts from
+        s.ema.update(s.model, s.state.step)
+    return stats
+
+
+def forward_backward(s: Session, x: torch.Tensor, y: torch.Tensor, weight: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (summed loss, logits), both detached; the gradient of loss * weight accumulates.
+    `y` holds class indices, or soft targets (mixup/cutmix) that already include the label
+    smoothing."""
+    smoothing = 0.0 if y.is_floating_point() else s.cfg.train.label_smoothing
+    with autocast(s.device, s.amp):
+        logits = s.module(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing, reduction="sum")
+    s.scaler.scale(loss * weight).backward()
     return loss.detach(), logits.detach()
 
 
+def group_weight(group: list, world_size: int) -> float:
+    """The factor that turns this rank's summed loss into its share of the mean over all the
+    group's images on all ranks (DDP then averages the ranks' gradients). The loader's weight
+    of a micro-batch is world_size / (its images on all ranks): that count comes back exactly
+    by rounding, and one micro-batch keeps the loader's own weight bit for bit."""
+    images = sum(round(world_size / w) for _, _, w in group)
+    return world_size / images
+
+
+def micro_batch_groups(batches: Iterator, k: int) -> Iterator[list]:
+    """Consecutive groups of k batches (the last group of an epoch may be shorter)."""
+    group: list = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == k:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def clip_gradients(s: Session, opt) -> torch.Tensor:
+    """`train.grad_clip`: scale the gradients to that total norm at most (fp16 ones unscaled
+    first) -> [pre-clip norm, 1], or zeros when off or the norm is not finite (GradScaler then
+    skips the step)."""
+    if s.cfg.train.grad_clip is None:
+        return torch.zeros(2, device=s.device)
+    s.scaler.unscale_(opt)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, s.cfg.train.grad_clip).float()
+    finite = torch.isfinite(norm)
+    return torch.stack([torch.where(finite, norm, 0.0), finite.float()])
+
+
 def validate(s: Session) -> dict:
-    out = {"val_loss": None, "val_acc": None}
+    """Each epoch's evaluation: the raw weights, and the EMA's beside them (keys + `_ema`)."""
+    out = evaluate_splits(s, s.model, "")
+    if s.ema is not None:
+        s.ema.sync(s.dist)
+        out.update(evaluate_splits(s, s.ema.model, "_ema"))
+    return out
+
+
+def evaluate_splits(s: Session, model: nn.Module, suffix: str) -> dict:
+    out = {f"val_loss{suffix}": None, f"val_acc{suffix}": None}
     for split in ("val", "test"):
         if getattr(s.data, split) is None:
             continue
-        logits, labels = predict_batches(s.model, eval_loader(s, split), amp_dtype=s.amp)
-        loss, out[f"{split}_acc"] = loss_and_accuracy(logits, labels)
-        out[f"{split}_loss"] = loss
+        logits, labels = predict_batches(model, eval_loader(s, split), amp_dtype=s.amp)
+        loss, out[f"{split}_acc{suffix}"] = loss_and_accuracy(logits, labels)
+        out[f"{split}_loss{suffix}"] = loss
         if not math.isfinite(loss):
-            raise Diverged(f"{split} loss is {loss}")
+            raise Diverged(f"{split} loss{' of the EMA weights' if suffix else ''} is {loss}")
     return out
 
 
@@ -367,15 +463,50 @@ def record_epoch(s: Session, row: dict, p: int, opt, sched, early: EarlyStopping
     s.run.append_metrics(row)
     s.tracker.log(row)
     meta = {"classes": s.data.classes, "norm": s.data.norm(), "config": s.cfg.to_dict()}
-    value = monitored(row, cfg.monitor)
+    value, weights = selected_weights(s, row)
     if better(value, st.best, cfg.monitor):
         st.best, st.best_epoch = value, row["epoch"]
-        save_checkpoint(s.run.best, s.model, epoch=row["epoch"], **meta)
+        save_checkpoint(s.run.best, s.ema.model if weights == "ema" else s.model,
+                        epoch=row["epoch"], weights=weights, **meta)
     save_checkpoint(s.run.last, s.model, optimizer=opt.state_dict(),
                     scheduler=sched.state_dict(), early_stop=early.state_dict(),
-                    scaler=s.scaler.state_dict(), **st.state_dict(), **meta)
+                    scaler=s.scaler.state_dict(), **averaging_state(s), **st.state_dict(),
+                    **meta)
     if s.on_epoch is not None:
         s.on_epoch(row)
+
+
+def selected_weights(s: Session, row: dict) -> tuple[float, str]:
+    """(train.monitor's value, 'raw' or 'ema'): the weights of this epoch that may become
+    best.pt. `train.ema.select`: raw, ema, or best = the EMA's when its value is strictly
+    better than the raw weights' (ties keep the raw ones). Without a validation split nothing
+    scores the EMA: its value is the raw weights' train metric (`monitored`)."""
+    raw = monitored(row, s.cfg.train.monitor)
+    ema = s.cfg.train.ema
+    if ema is None or ema.select == "raw":
+        return raw, "raw"
+    value = row.get(f"{s.cfg.train.monitor}_ema")
+    value = raw if value is None else value
+    if ema.select == "ema" or better(value, raw, s.cfg.train.monitor):
+        return value, "ema"
+    return raw, "raw"
+
+
+def averaging_state(s: Session) -> dict:
+    """last.pt's entries for the EMA and Lookahead, when they are on."""
+    out = {}
+    if s.ema is not None:
+        out["ema"] = s.ema.state_dict()
+    if s.lookahead is not None:
+        out["lookahead"] = s.lookahead.state_dict()
+    return out
+
+
+def early_stopped(s: Session, epoch: int) -> str:
+    es = s.cfg.train.early_stopping
+    s.log(f"Early stopping after epoch {epoch}: {es.monitor} improved by < {es.min_delta} "
+          f"for {es.patience} epochs")
+    return "early_stopping"
 
 
 def diverged(s: Session, epoch: int, err: Diverged) -> str:
@@ -395,13 +526,14 @@ def finish(s: Session, params: int, stop: str) -> dict:
               "params": params, "epochs_run": st.epoch, "best_epoch": st.best_epoch,
               "stop_reason": stop, "seconds_per_epoch": st.seconds / max(1, len(rows)),
               "seconds_total": st.seconds}
+    if s.ema is not None:
+        result["best_val_acc_ema"] = best_of(rows, "val_acc_ema")
     if s.stop_detail:
         result["stop_detail"] = s.stop_detail
     if not s.dist.is_main:
         return result
     if s.run.best.exists() and stop != "diverged":
-        if s.cfg.train.final_weights == "best":
-            load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
+        result["eval_weights"] = load_final_weights(s, rows)
         result.update(final_evaluation(s))
     if s.budget is not None:
         result.update(time_budget_s=s.budget.seconds, time_used_s=s.budget.elapsed(),
@@ -411,6 +543,19 @@ def finish(s: Session, params: int, stop: str) -> dict:
     s.tracker.close()
     s.log(summary_line(result, s.run.path))
     return result
+
+
+def load_final_weights(s: Session, rows: list[dict]) -> str:
+    """Put the weights of the final evaluation in s.model -> 'raw' or 'ema': best.pt's
+    (`train.final_weights: best`), else the last epoch's, raw or EMA by `train.ema.select`."""
+    if s.cfg.train.final_weights == "best":
+        ckpt = load_checkpoint(s.run.best)
+        load_weights(s.model, ckpt["model"], s.run.best)
+        return ckpt.get("weights", "raw")
+    weights = selected_weights(s, rows[-1])[1] if rows else "raw"
+    if weights == "ema":
+        load_weights(s.model, s.ema.model.state_dict(), "the EMA weights")
+    return weights
 
 
 def final_evaluation(s: Session) -> dict:
@@ -463,7 +608,7 @@ def estimate_duration(s: Session, steps: int) -> float | None:
         return None
     epochs = sum(s.phase_end(p) - max(s.state.epoch, s.phase_end(p) - ph.epochs)
                  for p, ph in enumerate(s.phases) if not phase_finished(s, p))
-    per_epoch = steps * s.timing.step_s + eval_images(s)[0] * s.timing.eval_image_s
+    per_epoch = steps * step_seconds(s) + eval_images(s)[0] * s.timing.eval_image_s
     total = epochs * per_epoch + eval_images(s)[1] * s.timing.eval_image_s
     s.log(f"Estimated duration: {describe(total)} ({epochs} epochs of {steps} steps, "
           f"~{describe(per_epoch)} each)")
@@ -475,7 +620,7 @@ def plan_budget(s: Session, p: int, steps_per_epoch: int) -> Budget | None:
         return None
     n_val, n_final = eval_images(s)
     seconds = parse_duration(s.cfg.train.time_budget) - s.state.seconds
-    budget = Budget(seconds, steps_per_epoch, s.timing.step_s, n_val * s.timing.eval_image_s,
+    budget = Budget(seconds, steps_per_epoch, step_seconds(s), n_val * s.timing.eval_image_s,
                     n_final * s.timing.eval_image_s)
     s.log(f"Time budget {describe(seconds)}: planning {budget.total_steps} steps "
           f"(~{budget.total_steps / steps_per_epoch:.1f} epochs at "
@@ -483,9 +628,20 @@ def plan_budget(s: Session, p: int, steps_per_epoch: int) -> Budget | None:
     return budget
 
 
+def optimizer_steps(s: Session, loader: BatchLoader) -> int:
+    """Optimizer steps per epoch: `train.accumulate` of the loader's batches make one."""
+    return math.ceil(len(loader) / s.cfg.train.accumulate)
+
+
+def step_seconds(s: Session) -> float:
+    """The measured time of one optimizer step (the probe times one micro-batch)."""
+    return s.timing.step_s * s.cfg.train.accumulate
+
+
 def eval_images(s: Session) -> tuple[int, float]:
     """(images evaluated after each epoch, image-passes of the final evaluation)."""
     n_val = sum(len(d) for d in (s.data.val, s.data.test) if d is not None)
+    n_val *= 2 if s.ema is not None else 1  # the EMA weights are evaluated too
     return n_val, len(s.data.test or s.data.val or []) * (4 if s.cfg.train.tta else 1)
 
 
@@ -505,6 +661,10 @@ def phase_lr(phases: list[PhaseConfig], p: int, base: float) -> float:
     for ph in phases[: p + 1]:
         lr = ph.lr if ph.lr is not None else lr * (ph.lr_scale or 1.0)
     return lr
+
+
+def best_of(rows: list[dict], key: str) -> float | None:
+    return max((r[key] for r in rows if r.get(key) is not None), default=None)
 
 
 def monitored(row: dict, metric: str) -> float:

@@ -30,10 +30,21 @@ def param_groups(model: nn.Module, lr: float, backbone_scale: float,
     return out
 
 
+# torch's fused kernels (one kernel updates every parameter): SGD, Adam and AdamW have them on
+# CUDA and, since torch 2.4, on CPU. Adadelta and other devices (e.g. MPS's SGD) take the
+# foreach path, which batches the per-parameter updates into far fewer small ops.
+FUSED = {"sgd": ("cuda", "cpu"), "adam": ("cuda", "cpu"), "adamw": ("cuda", "cpu")}
+
+
+def step_kernels(name: str, device: torch.device) -> dict:
+    """The optimizer's implementation flag: {'fused': True} where FUSED has one for this
+    device, else {'foreach': True}."""
+    return {"fused": True} if device.type in FUSED.get(name, ()) else {"foreach": True}
+
+
 def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float,
                     nesterov: bool) -> torch.optim.Optimizer:
-    # foreach kernels batch the per-parameter updates: far fewer small ops per step.
-    fast = {"foreach": True}
+    fast = step_kernels(name, groups[0]["params"][0].device)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum,
                                nesterov=nesterov and momentum > 0, **fast)
