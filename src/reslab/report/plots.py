@@ -383,3 +383,54 @@ def _draw_mean(ax, runs: Sequence[Sequence[Mapping]], key: str, color, label: st
         ax.plot([epochs[i] for i in short], [means[i] for i in short], linestyle="none",
                 marker="o", markersize=4.5, markerfacecolor="white", markeredgecolor=color)
     return bool(short)
+
+
+def plot_lr_find(finding: Mapping, out: Path) -> Path:
+    """The LR range test: per-step loss (faint) and its smoothed curve vs LR on a log axis,
+    the suggested LR marked (and the minimum and steepest points it was read from).
+    `finding` is lr_find.json's content: lrs, losses, smoothed (null: not finite), *_lr."""
+    lrs = np.asarray(finding["lrs"], dtype=float)
+    raw = np.asarray([np.nan if v is None else v for v in finding["losses"]], dtype=float)
+    smooth = np.asarray([np.nan if v is None else v for v in finding["smoothed"]], dtype=float)
+    with _figure(out, 7.5, 4.4) as fig:
+        ax = fig.subplots()
+        ax.set_xscale("log")
+        ax.plot(lrs, raw, color="#1f77b4", alpha=0.25, linewidth=1, label="loss per step")
+        ax.plot(lrs, smooth, color="#1f77b4", linewidth=2, label="smoothed loss")
+        _mark_lr(ax, finding.get("min_loss_lr"), lrs, smooth, "o", "minimum")
+        _mark_lr(ax, finding.get("steepest_lr"), lrs, smooth, "v", "steepest")
+        suggested = finding.get("suggested_lr")
+        if suggested:
+            ax.axvline(suggested, color="#d62728", linestyle="--", linewidth=1.5,
+                       label=f"suggested {suggested:.3g}")
+        _loss_limits(ax, raw, smooth)
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_ylabel("training loss")
+        stopped = " (stopped: diverged)" if finding.get("stop_reason") == "diverged" else ""
+        ax.set_title(f"LR range test{stopped}")
+        ax.legend(loc="upper left")
+    return Path(out)
+
+
+def _mark_lr(ax, lr: float | None, lrs: np.ndarray, smooth: np.ndarray, marker: str,
+             label: str) -> None:
+    if not lr:
+        return
+    i = int(np.argmin(np.abs(np.log(lrs) - math.log(lr))))
+    ax.plot([lrs[i]], [smooth[i]], marker=marker, color="#d62728", markersize=7,
+            linestyle="none", label=f"{label} {lrs[i]:.3g}")
+
+
+def _loss_limits(ax, raw: np.ndarray, smooth: np.ndarray) -> None:
+    """Clip the diverged tail, which would squash the useful part of the curve flat."""
+    finite = np.concatenate([raw[np.isfinite(raw)], smooth[np.isfinite(smooth)]])
+    if not len(finite):
+        _empty(ax, "no finite loss recorded")
+        return
+    first = smooth[np.isfinite(smooth)]
+    low = float(finite.min())
+    start = float(first[0]) if len(first) else low
+    high = min(float(np.percentile(finite, 95)), low + 3 * max(start - low, 0.05 * abs(low)))
+    high = max(high, start)
+    pad = 0.05 * max(high - low, 1e-3)
+    ax.set_ylim(low - pad, high + pad)

@@ -36,6 +36,9 @@ from ..utils import (
 
 MARKER = ".reslab"
 ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
+# `reslab export` formats -> the file name ending under RUN/export/ (after the weights' name).
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt",
+                   "safetensors": ".safetensors"}
 
 
 def marked_kind(path: Path) -> str | None:
@@ -220,6 +223,13 @@ class RunDir(Directory):
     def read_robustness_md(self) -> str | None:
         return self.robustness_md.read_text() if self.robustness_md.is_file() else None
 
+    # Written by `export`.
+    export = property(lambda self: self.path / "export")
+
+    def export_file(self, fmt: str, weights: str) -> Path:
+        """`export/<weights><suffix>`, e.g. export/best.onnx for best.pt exported to ONNX."""
+        return self.export / f"{weights}{EXPORT_SUFFIXES[fmt]}"
+
 
 class SweepDir(Directory):
     """A sweep directory:
@@ -297,6 +307,29 @@ class CompareDir(Directory):
 
     def read_table(self) -> list[dict]:
         return read_csv(self.compare_csv)
+
+
+class LrFindDir(Directory):
+    """An LR range test (`reslab lr-find`): the suggestion and curve, and its plot."""
+
+    finding = property(lambda self: self.path / "lr_find.json")
+    plot_png = property(lambda self: self.path / "lr_find.png")
+
+    @staticmethod
+    def create(name: str | None, out: str | Path | None,
+               root: Path = Path("runs")) -> LrFindDir:
+        """`out`, or runs/<name>-lr-find-<time>; a user's folder is refused (see claim_dir)."""
+        if out is None:
+            out = root / f"{safe_name(name or 'config')}-lr-find-{time.strftime('%Y%m%d-%H%M%S')}"
+        return LrFindDir(claim_dir(Path(out), "lr-find"))
+
+    def write_finding(self, finding: dict) -> None:
+        write_json(self.finding, finding)
+
+    def read_finding(self) -> dict:
+        if not self.finding.is_file():
+            raise ReslabError(f"{self.path}: no lr_find.json (the LR range test did not finish)")
+        return read_json(self.finding)
 
 
 def open_directory(path: str | Path) -> Directory:
