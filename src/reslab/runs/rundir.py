@@ -94,7 +94,7 @@ class RunDir(Directory):
             name = cfg.name or f"{cfg.data.source}-{cfg.model.arch.replace(':', '-')}"
             out = root / f"{safe_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = RunDir(claim_dir(Path(out), "run"))
-        if run.last.exists() or run.read_metrics(warn=False):
+        if run.has_started():
             raise ReslabError(f"--out {run.path} already holds a run; use --resume {run.path} "
                               "to continue it or choose another directory")
         return run
@@ -156,6 +156,8 @@ class RunDir(Directory):
 
     def truncate_metrics(self, last_epoch: int) -> list[dict]:
         """Keep rows up to `last_epoch` (a resumed run rewrites the epochs after its checkpoint)."""
+        if not self.metrics.is_file():
+            return []
         rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
         atomic_write_text(self.metrics, "".join(_jsonl_line(r) for r in rows))
         return rows

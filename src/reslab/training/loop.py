@@ -146,6 +146,8 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
         run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
     if dist.is_main:
+        if ckpt is None:  # from scratch: rows of an attempt that never reached a checkpoint go
+            run.truncate_metrics(0)
         run.write_start(cfg, data.classes)
     amp = amp_dtype(cfg.train.amp, device)
     log = (lambda line: None) if quiet or not dist.is_main else print

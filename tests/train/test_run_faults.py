@@ -1,0 +1,208 @@
+"""Faults around the run directory: a user's files are never overwritten, OS errors are one
+line, a crash never leaves a run that neither --out nor --resume accepts, torn rows and stale
+temp files are cleaned up, names cannot escape, channels follow the model."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import reslab
+from reslab.training import train
+from reslab.utils import read_jsonl
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_out_naming_a_users_project_folder_is_refused_untouched(tmp_path, cli, fast_config):
+    project = tmp_path / "proj"
+    project.mkdir()
+    config = project / "config.yaml"
+    config.write_text("# my carefully commented config\n" + yaml.safe_dump(fast_config()))
+    (project / "result.json").write_text('{"mine": true}')
+    before = snapshot(project)
+    code, _, err = cli("train", config, "--out", project)
+    assert code == 2 and err.count("\n") == 1
+    assert "not empty and was not made by reslab" in err and str(project) in err
+    assert snapshot(project) == before
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, cli, fast_config):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    code, _, err = cli("train", write_config(tmp_path / "c.yaml", fast_config()), "--out", target)
+    assert code == 2 and "is a file" in err and err.count("\n") == 1
+    assert target.read_text() == "keep me"
+
+
+def test_predict_out_naming_a_folder_is_one_line(tmp_path, cli, fast_config):
+    train(fast_config(train={"epochs": 1}), out=tmp_path / "run", quiet=True)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / "a.png")
+    code, _, err = cli("predict", tmp_path / "run", images, "--out", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and str(tmp_path) in err
+
+
+def full_disk_after(monkeypatch, writes_allowed: int):
+    """Checkpoint saves fail with ENOSPC after `writes_allowed` successful ones."""
+    import reslab.runs.checkpoint as checkpoint
+
+    real, calls = checkpoint.torch.save, {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > writes_allowed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(getattr(f, "name", f)))
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+
+
+def test_disk_full_mid_run_keeps_the_last_checkpoint_resumable(tmp_path, cli, fast_config,
+                                                               monkeypatch):
+    path = write_config(tmp_path / "c.yaml", fast_config(train={"epochs": 3}))
+    full_disk_after(monkeypatch, writes_allowed=2)  # epoch 1: best.pt + last.pt
+    code, _, err = cli("train", path, "--out", tmp_path / "run")
+    assert code == 2 and "no space left on device" in err and err.count("\n") == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+    assert not list((tmp_path / "run").glob(".*.tmp"))  # the failed write left no temp file
+    monkeypatch.undo()
+    assert cli("train", "--resume", tmp_path / "run")[0] == 0
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_disk_full_before_the_first_epoch_leaves_a_run_both_commands_accept(tmp_path, cli,
+                                                                           fast_config,
+                                                                           monkeypatch):
+    path = write_config(tmp_path / "c.yaml", fast_config(train={"epochs": 1}))
+    full_disk_after(monkeypatch, writes_allowed=0)
+    assert cli("train", path, "--out", tmp_path / "run")[0] == 2
+    monkeypatch.undo()
+    code, _, err = cli("train", "--resume", tmp_path / "run")
+    assert code == 0, err  # restarts it cleanly
+    full_disk_after(monkeypatch, writes_allowed=0)
+    assert cli("train", path, "--out", tmp_path / "again")[0] == 2
+    monkeypatch.undo()
+    assert cli("train", path, "--out", tmp_path / "again")[0] == 0  # --out accepts it too
+
+
+def test_resume_before_any_checkpoint_restarts_the_run(tmp_path, fast_config, capsys):
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        raise Stop
+
+    import reslab.runs.rundir as rundir
+
+    run = tmp_path / "run"
+    with pytest.raises(Stop):  # killed before its first checkpoint: nothing saved yet
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(rundir.RunDir, "append_metrics", lambda self, row: stop(row))
+            train(fast_config(train={"epochs": 2}), out=run, quiet=True)
+    assert not (run / "last.pt").exists()
+    result = train(resume=run)
+    assert "no checkpoint yet: starting the run over" in capsys.readouterr().out
+    assert result["epochs_run"] == 2 and len(read_jsonl(run / "metrics.jsonl")) == 2
+
+
+def test_torn_last_metrics_row_is_dropped_on_resume(tmp_path, fast_config, capsys):
+    run = tmp_path / "run"
+    train(fast_config(train={"epochs": 2}), out=run, quiet=True)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "train_lo')  # a crash in the middle of an append
+    (run / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    result = train(resume=run, overrides=["train.epochs=3"], quiet=True)
+    assert "dropped a torn last line" in capsys.readouterr().err
+    assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
+    assert result["epochs_run"] == 3
+    assert not (run / ".last.pt.abc123.tmp").exists()
+
+
+def test_extending_a_finished_schedule_warns(tmp_path, fast_config, capsys):
+    run = tmp_path / "run"
+    train(fast_config(train={"epochs": 2, "scheduler": "cosine"}), out=run, quiet=True)
+    train(resume=run, overrides=["train.epochs=3"], quiet=True)
+    assert "LR schedule of this run had ended" in capsys.readouterr().err
+
+
+def test_a_run_name_cannot_escape_the_output_root(tmp_path, fast_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    train({**fast_config(train={"epochs": 1}), "name": "../../escaped"}, quiet=True)
+    made = [p for p in (tmp_path / "work" / "runs").iterdir()]
+    assert len(made) == 1 and made[0].name.startswith("escaped-")
+    assert not any(p.name.startswith("escaped") for p in tmp_path.iterdir())
+
+
+def test_weights_only_refusal_never_advises_running_the_file(tmp_path, cli, fast_config):
+    train(fast_config(train={"epochs": 1}), out=tmp_path / "run", quiet=True)
+    torch.save({"model": Path("pickled code")}, tmp_path / "run" / "best.pt")
+    code, _, err = cli("eval", tmp_path / "run")
+    assert code == 2 and "refused" in err and "weights_only=False" not in err
+
+
+def test_eval_without_best_pt_says_it_uses_last_pt(tmp_path, cli, fast_config):
+    train(fast_config(train={"epochs": 1}), out=tmp_path / "run", quiet=True)
+    (tmp_path / "run" / "best.pt").unlink()
+    code, out, err = cli("eval", tmp_path / "run", "--json")
+    assert code == 0 and "using last.pt" in err
+    assert json.loads(out)["weights"] == "last.pt"
+
+
+def test_wandb_missing_fails_before_the_first_epoch(tmp_path, fast_config, monkeypatch):
+    import sys
+
+    from reslab.errors import ReslabError
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ReslabError, match="pip install 'reslab\\[wandb\\]'"):
+        train(fast_config(train={"tracking": "wandb"}), out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_grey_model_predicts_rgb_images(tmp_path, cli, fast_config):
+    train(fast_config(train={"epochs": 1}), out=tmp_path / "run", quiet=True)  # digits: 1 channel
+    images = tmp_path / "rgb"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(images / f"{i}.png")
+    code, _, err = cli("predict", tmp_path / "run", images, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 4
+
+
+def test_class_names_with_commas_quotes_and_newlines_survive_csv(tmp_path, fast_config):
+    root = tmp_path / "tree"
+    names = ['cat, domestic', 'dog "good"', "bird\nsong"]
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for j in range(6):
+            pixels = np.clip(60 * i + rng.integers(0, 30, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{j}.png")
+    cfg = fast_config(data={"source": "folder", "root": str(root), "val_fraction": 0.34},
+                      train={"epochs": 1, "report": True})
+    reslab.train(cfg, out=tmp_path / "run", quiet=True)
+    from reslab.runs.rundir import RunDir
+
+    classes, matrix = RunDir(tmp_path / "run").read_confusion()
+    assert classes == sorted(names) and matrix.shape == (3, 3)  # natural order of the folders
+    assert (tmp_path / "run" / "report.html").is_file()
