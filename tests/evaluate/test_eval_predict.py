@@ -50,7 +50,9 @@ def test_eval_on_a_labeled_tree_with_other_folder_order(numeric_run, tmp_path, c
     assert code == 0, err
     res = json.loads(out)
     assert res["n"] == 6 and res["accuracy"] == 1.0
-    assert res["per_class"]["11"] == 1.0 and res["per_class"]["1"] is None
+    # recall is the per-class accuracy; a class absent from the tree has none
+    assert res["per_class"]["11"]["recall"] == 1.0 and res["per_class"]["1"]["recall"] is None
+    assert res["per_class"]["1"]["support"] == 0 and res["per_class"]["3"]["support"] == 3
     matrix = (run / "confusion_matrix.csv").read_text().splitlines()
     assert matrix[0].split(",")[:3] == ["true\\pred", "1", "2"]
 
@@ -72,8 +74,11 @@ def test_eval_split_matches_training_and_prints_per_class(tmp_path, fast_config,
     res = json.loads(out)
     assert code == 0 and res["accuracy"] == pytest.approx(result["test_acc"], abs=1e-6)
     assert set(res["per_class"]) == {str(i) for i in range(10)}
+    assert sum(m["support"] for m in res["per_class"].values()) == res["n"]
     code, out, _ = cli("eval", tmp_path / "r")
     assert code == 0 and out.startswith("test: accuracy") and "confusion_matrix.csv" in out
+    rows = {line.split()[0] for line in out.splitlines() if len(line.split()) == 5}
+    assert {str(i) for i in range(10)} <= rows  # a per-class row for each class
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path, fast_config, cli):

@@ -81,11 +81,15 @@ def kill_mid_trial(proc: subprocess.Popen, url: str, study: str, sweep_dir: Path
             running = [t for t in load_trials(url, study) if t.state == TrialState.RUNNING]
         except KeyError:  # study not created yet
             running = []
-        for t in running:
-            if (sweep_dir / "trials" / str(t.number) / "metrics.jsonl").is_file():
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-                return t.number
+        if any((sweep_dir / "trials" / str(t.number) / "metrics.jsonl").is_file()
+               for t in running):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            # Read the victim after the kill: on a loaded machine the trial seen above may have
+            # finished (and the next one started) between the query and the signal.
+            running = [t.number for t in load_trials(url, study) if t.state == TrialState.RUNNING]
+            assert len(running) == 1, f"expected one RUNNING trial after the kill, got {running}"
+            return running[0]
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     pytest.fail("no trial reached its first epoch in time")

@@ -71,7 +71,7 @@ def test_reproduction_shapes_run_through_reslab_models(kernels):
         crop = build_augment("crop-flip", pad=2)
         for threads, batch in ((1, 64), (2, 33), (2, 64), (4, 33)):
             torch.set_num_threads(threads)
-            for width in range(1, 16):
+            for width in (1, 2, 3, 4, 7, 8, 12, 15):  # both kernel sets' crashing counts
                 for extra in ([], ["model.kernel_size=1"], ["model.block=bottleneck",
                                                             "model.layers=[1,1,1]"]):
                     cfg = load_config(None, [f"model.width={width}", *extra])

@@ -10,7 +10,7 @@ import sys
 
 from ..errors import ReslabError
 
-ORDER = ["train", "eval", "predict", "summary", "demo", "sweep", "robustness", "compare",
+ORDER = ["train", "eval", "predict", "summary", "data", "demo", "sweep", "robustness", "compare",
          "convert", "report", "lr_find", "export"]
 
 

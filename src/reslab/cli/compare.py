@@ -32,7 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..studies.compare import cell, columns_of, run_compare
-    from .robustness import show_table
+    from ._parsers import show_table
 
     rows = run_compare(args.study, args.out, quiet=args.quiet)
     cols = columns_of(rows)

@@ -11,8 +11,9 @@ from ..data import ImageSet, decode_listing, load_data
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
 from ..errors import ReslabError
-from ..runs.infer import confusion_matrix, loss_and_accuracy, per_class_accuracy
+from ..runs.infer import confusion_matrix, loss_and_accuracy
 from ..runs.loaded import LoadedRun, load_run
+from ..runs.metrics import classification_metrics
 
 
 def labeled_tree(lr: LoadedRun, root: Path) -> ImageSet:
@@ -56,18 +57,23 @@ def evaluation_data(lr: LoadedRun, data_root: str | Path | None,
 
 def evaluate_run(path: str | Path, data_root: str | Path | None = None, split: str | None = None,
                  tta: bool | None = None, write: bool = True) -> dict:
-    """Accuracy, loss, per-class accuracy and confusion matrix; writes confusion_matrix.csv."""
+    """Accuracy and loss (computed as training computes them), runs/metrics.py's
+    classification metrics (top5, per_class {precision, recall, f1, support}, macro_*, nll,
+    ece, reliability, confused_pairs) and the confusion matrix. Writes confusion_matrix.csv
+    and eval_metrics.json into the run when `write`."""
     lr = load_run(path)
     data, split = evaluation_data(lr, data_root, split)
     tta = lr.cfg.train.tta if tta is None else tta
     logits, labels = lr.predict(lr.loader(data), tta=tta)
     loss, acc = loss_and_accuracy(logits, labels)
+    metrics = {**classification_metrics(logits, labels, lr.classes), "accuracy": acc,
+               "loss": loss, "n": len(labels), "split": split, "tta": tta}
     matrix = confusion_matrix(labels, logits.argmax(1), len(lr.classes))
     if write:
-        lr.run.write_confusion(matrix, lr.classes)
-    return {"accuracy": acc, "loss": loss, "n": len(labels), "split": split,
-            "weights": lr.weights.name, "per_class": per_class_accuracy(matrix, lr.classes),
-            "confusion_matrix": matrix.tolist(), "classes": lr.classes}
+        lr.run.write_evaluation(matrix, lr.classes, {
+            **metrics, **({"data_root": str(data_root)} if data_root is not None else {})})
+    return {**metrics, "weights": lr.weights.name, "confusion_matrix": matrix.tolist(),
+            "classes": lr.classes}
 
 
 def image_files(path: Path) -> list[Path]:

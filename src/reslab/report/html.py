@@ -22,19 +22,33 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from ..errors import ReslabError
-from ..runs.rundir import CompareDir, Directory, RunDir, SweepDir, open_directory
+from ..runs.env import env_differences
+from ..runs.rundir import (
+    RESULT_METRICS,
+    CompareDir,
+    DataDir,
+    Directory,
+    RunDir,
+    SweepDir,
+    open_directory,
+)
 from ..utils import atomic_write_text, natural_key
 from . import plots
 
 TEMPLATES = Path(__file__).with_name("templates")
-KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison"}
+KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison", DataDir: "data"}
 # Plots this module draws; everything else under plots/ came from the sweep/compare command.
 OWN_PLOTS = {"learning_curves", "confusion_matrix", "per_class_accuracy", "misclassified",
-             "robustness", "overlaid_curves", "trial_learning_curves"}
+             "robustness", "overlaid_curves", "trial_learning_curves", "reliability"}
 # Column names holding rates/losses, as whole words: "val_acc" yes, "train.accum_steps" no.
-FOUR_DECIMALS = re.compile(r"(?<![a-z])(acc|accuracy|loss|value|drop|score)(?![a-z])")
+FOUR_DECIMALS = re.compile(r"(?<![a-z])(acc|accuracy|loss|value|drop|score|top5|f1|ece|nll|"
+                           r"precision|recall)(?![a-z])")
 SUMMARY_KEYS = ("best_val_acc", "final_val_acc", "test_acc", "params", "epochs_run",
                 "best_epoch", "stop_reason", "seconds_per_epoch")
+# eval_metrics.json's headline numbers, as cards: key -> label.
+METRIC_CARDS = {"accuracy": "accuracy", "top5": "top-5 accuracy",
+                "macro_precision": "macro precision", "macro_recall": "macro recall",
+                "macro_f1": "macro F1", "nll": "NLL", "ece": "ECE (15 bins)"}
 
 
 # --------------------------------------------------------------------------- blocks
@@ -96,11 +110,12 @@ class Section:
 def write_report(directory: str | Path) -> tuple[Path, Path]:
     """Regenerate plots into `directory/plots/` and write report.html and report.md.
 
-    Raises ReslabError when `directory` is missing or is not a run, sweep or comparison
+    Raises ReslabError when `directory` is missing or is not a run, sweep, comparison or data
     directory, or when one of its files is malformed.
     """
     target = open_directory(directory)
-    builder = {RunDir: _run_sections, SweepDir: _sweep_sections, CompareDir: _compare_sections}
+    builder = {RunDir: _run_sections, SweepDir: _sweep_sections, CompareDir: _compare_sections,
+               DataDir: _data_sections}
     sections = [s for s in builder[type(target)](target) if s.blocks]
     kind = KINDS[type(target)]
     title = target.path.resolve().name or str(target.path)
@@ -220,7 +235,8 @@ def _md_table(tokens: list[Token]) -> Table:
 # --------------------------------------------------------------------------- run
 def _run_sections(run: RunDir) -> list[Section]:
     classes = _read(run.classes, run.read_classes) if run.classes.is_file() else None
-    sections = [_config_section(run), _summary_section(run), _curves_section(run)]
+    sections = [_config_section(run), _environment_section(run), _summary_section(run),
+                _curves_section(run), _metrics_section(run)]
     sections += _confusion_sections(run)
     sections += [_misclassified_section(run, classes), _robustness_section(run)]
     return sections
@@ -236,8 +252,94 @@ def _summary_section(run: RunDir) -> Section:
     if run.result.is_file():
         result = _read(run.result, run.read_result)
         items = [(k.replace("_", " "), fmt(result.get(k), k)) for k in SUMMARY_KEYS if k in result]
+        items += [(METRIC_CARDS[k], _rate(result[k])) for k in RESULT_METRICS if k in result]
         section.blocks.append(Cards(items))
     return section
+
+
+def _rate(value: Any) -> str:
+    """A metric in [0, 1] (or an NLL) to 4 decimals; None (undefined) as a dash."""
+    return "—" if value is None else f"{float(value):.4f}"
+
+
+def _environment_section(run: RunDir) -> Section:
+    """env.json: where the run trained (device, CPU kernels, threads), with what (versions,
+    reslab's commit) and how (the command)."""
+    env = _read(run.env, run.read_env)
+    if not env:
+        return Section("Environment")
+    rows = [[name, text] for name, text in _env_rows(env) if text]
+    blocks: list[Block] = [Table(["", ""], rows, [False, False])]
+    earlier = env.get("earlier") or []
+    if earlier:
+        sessions = {"this session": env, **{f"session -{i + 1}": e for i, e in enumerate(earlier)}}
+        changed = env_differences(sessions)
+        blocks.append(Text(f"Resumed {len(earlier)} time(s); " + (
+            "the sessions differ: " + "; ".join(changed) if changed else
+            "every session ran in this environment.")))
+    return Section("Environment", blocks)
+
+
+def _env_rows(env: dict) -> list[tuple[str, str]]:
+    git, cuda, ranks = env.get("git"), env.get("cuda"), env.get("world_size") or 1
+    commit = (f" (git {git['commit'][:12]}{', uncommitted changes' if git.get('dirty') else ''})"
+              if git else "")
+    versions = (f"{name} {env[name]}" for name in ("torch", "torchvision", "timm") if env.get(name))
+    return [("device", str(env.get("device") or "")),
+            ("CPU", str(env.get("cpu") or "") if env.get("cpu") != env.get("device") else ""),
+            ("CPU kernels", _kernels(env.get("cpu_isa") or {})),
+            ("threads", f"{env.get('threads')}" + (f" x {ranks} processes" if ranks > 1 else "")),
+            ("PyTorch", ", ".join(versions)),
+            ("CUDA", f"{cuda} (cuDNN {env.get('cudnn')})" if cuda else "none"),
+            ("Python", str(env.get("python") or "")),
+            ("reslab", f"{env.get('reslab', '')}{commit}"),
+            ("OS", str(env.get("os") or "")),
+            ("command", str(env.get("command") or ""))]
+
+
+def _kernels(isa: dict) -> str:
+    """'AVX512 (avx2 fma avx512f ...), oneDNN bf16 native; set by ATEN_CPU_CAPABILITY=avx2'."""
+    text = str(isa.get("capability") or "unknown")
+    if isa.get("flags"):
+        text += " (" + " ".join(isa["flags"]) + ")"
+    if isa.get("mkldnn_bf16") is not None:
+        text += ", oneDNN bf16 " + ("native" if isa["mkldnn_bf16"] else "not native")
+    overrides = ", ".join(f"{k}={v}" for k, v in (isa.get("env") or {}).items())
+    return text + (f"; set by {overrides}" if overrides else "")
+
+
+def _metrics_section(run: RunDir) -> Section:
+    """eval_metrics.json: headline numbers, per-class precision/recall/F1, the reliability
+    diagram and the most-confused pairs of the last evaluation (training's final one or
+    `reslab eval`'s)."""
+    metrics = _read(run.eval_metrics, run.read_eval_metrics)
+    if not metrics:
+        return Section("Metrics")
+    where = f" on {metrics['data_root']}" if metrics.get("data_root") else ""
+    blocks: list[Block] = [
+        Cards([(label, _rate(metrics.get(k))) for k, label in METRIC_CARDS.items()
+               if k in metrics]),
+        Text(f"{metrics.get('split', '?')} split{where}, {metrics.get('n', '?')} images. Macro "
+             "averages are over the classes present; ECE: top-label, 15 equal-width bins."),
+        Heading("Per class"), _per_class_table(metrics.get("per_class") or {})]
+    if metrics.get("reliability"):
+        out = plots.plot_reliability(metrics["reliability"], run.plot("reliability"),
+                                     metrics.get("ece"))
+        blocks += [Heading("Calibration"), Image(out, "Accuracy per confidence bin; hatched: "
+                                                      "the gap to the bin's mean confidence")]
+    pairs = metrics.get("confused_pairs") or []
+    blocks += [Heading("Most confused pairs"), Table(
+        ["true", "predicted", "images"], [[p["true"], p["predicted"], str(p["count"])]
+                                          for p in pairs], [False, False, True])
+        if pairs else Text("No image was misclassified.")]
+    return Section("Metrics", blocks)
+
+
+def _per_class_table(per_class: dict) -> Table:
+    rows = [[name, _rate(m.get("precision")), _rate(m.get("recall")), _rate(m.get("f1")),
+             str(m.get("support", ""))] for name, m in per_class.items()]
+    return Table(["class", "precision", "recall", "f1", "support"], rows,
+                 [False, True, True, True, True])
 
 
 def _curves_section(run: RunDir) -> Section:
@@ -360,6 +462,21 @@ def _compare_sections(comparison: CompareDir) -> list[Section]:
     return [Section("Comparison", [_table(rows)] if rows else []),
             _overlaid_section(comparison, comparison.entry_runs(), "Learning curves"),
             _existing_plots_section(comparison, "Comparison plots")]
+
+
+# --------------------------------------------------------------------------- data
+def _data_sections(data: DataDir) -> list[Section]:
+    """A dataset overview: data.md's tables, then the two grids."""
+    overview = _read(data.overview, data.read_overview)
+    markdown = _read(data.overview_md, data.read_overview_md) or ""
+    # data.md's own image links render as empty paragraphs here; the images follow instead.
+    blocks = [b for b in _markdown_blocks(markdown) if not isinstance(b, Text) or b.text]
+    preview = overview.get("preview", {})
+    return [Section("Data", blocks),
+            Section("Samples", [Image(data.samples, preview.get("samples_caption", ""))]
+                    if data.samples.is_file() else []),
+            Section("Augmentation", [Image(data.augmented, preview.get("augmented_caption", ""))]
+                    if data.augmented.is_file() else [])]
 
 
 # --------------------------------------------------------------------------- rendering

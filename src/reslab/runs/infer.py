@@ -41,11 +41,6 @@ def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int
     return torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes).numpy()
 
 
-def per_class_accuracy(matrix: np.ndarray, classes: list[str]) -> dict[str, float | None]:
-    rows = matrix.sum(1)
-    return {c: (float(matrix[i, i] / rows[i]) if rows[i] else None) for i, c in enumerate(classes)}
-
-
 def most_confident_mistakes(labels: torch.Tensor, logits: torch.Tensor,
                             limit: int = 64) -> dict[str, np.ndarray]:
     """Indices, labels, predictions and confidences of the most confident wrong predictions

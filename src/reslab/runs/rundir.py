@@ -13,11 +13,13 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..config import Config, load_config
 from ..errors import ReslabError
@@ -33,12 +35,15 @@ from ..utils import (
     write_csv,
     write_json,
 )
+from .env import env_differences
 
 MARKER = ".reslab"
 ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
 # `reslab export` formats -> the file name ending under RUN/export/ (after the weights' name).
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt",
                    "safetensors": ".safetensors"}
+# The final evaluation's headline metrics in result.json (all of them: eval_metrics.json).
+RESULT_METRICS = ("top5", "macro_f1", "ece", "nll")
 
 
 def marked_kind(path: Path) -> str | None:
@@ -198,6 +203,18 @@ class RunDir(Directory):
                              f"{matrix.shape}")
         return classes, matrix
 
+    # The full metrics of the same evaluation as confusion_matrix.csv (runs/metrics.py's
+    # classification_metrics plus split and n): per-class table, reliability bins, pairs.
+    eval_metrics = property(lambda self: self.path / "eval_metrics.json")
+
+    def write_evaluation(self, matrix: np.ndarray, classes: list[str], metrics: dict) -> None:
+        """confusion_matrix.csv and eval_metrics.json, written together so they agree."""
+        self.write_confusion(matrix, classes)
+        write_json(self.eval_metrics, metrics)
+
+    def read_eval_metrics(self) -> dict | None:
+        return read_json(self.eval_metrics) if self.eval_metrics.is_file() else None
+
     def write_misclassified(self, images: np.ndarray, mistakes: dict[str, np.ndarray]) -> None:
         atomic_write_bytes(self.misclassified, _npz_bytes(images=images, **mistakes))
 
@@ -334,23 +351,71 @@ class LrFindDir(Directory):
         return read_json(self.finding)
 
 
+class DataDir(Directory):
+    """A dataset overview (`reslab data`): data.json (the numbers), data.md (them as tables),
+    samples.png (samples per class) and augmented.png (the train augmentation at work)."""
+
+    overview = property(lambda self: self.path / "data.json")
+    overview_md = property(lambda self: self.path / "data.md")
+    samples = property(lambda self: self.path / "samples.png")
+    augmented = property(lambda self: self.path / "augmented.png")
+
+    @staticmethod
+    def create(name: str, out: str | Path | None, root: Path = Path("runs")) -> DataDir:
+        """`out`, or runs/<name>-data-<time>; a user's folder is refused (see claim_dir)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return DataDir(claim_dir(Path(out or root / f"{safe_name(name)}-data-{stamp}"), "data"))
+
+    def write_overview(self, overview: dict, markdown: str, samples: np.ndarray,
+                       augmented: np.ndarray) -> None:
+        """The numbers, their Markdown, and the two (H, W, 3) uint8 grids as PNGs."""
+        atomic_write_bytes(self.samples, _png_bytes(samples))
+        atomic_write_bytes(self.augmented, _png_bytes(augmented))
+        atomic_write_text(self.overview_md, markdown)
+        write_json(self.overview, overview)  # last: its presence marks a complete overview
+
+    def read_overview(self) -> dict:
+        if not self.overview.is_file():
+            raise ReslabError(f"{self.path}: no data.json (the overview did not finish)")
+        return read_json(self.overview)
+
+    def read_overview_md(self) -> str | None:
+        return self.overview_md.read_text() if self.overview_md.is_file() else None
+
+
+def environment_warning(runs: Mapping[str, RunDir]) -> str | None:
+    """'warning: ...' and one indented line per env.json field that differs between the runs
+    ({name: RunDir}; see runs/env.py COMPARED): device, CPU kernels, threads, versions, git
+    commit. Their seconds per epoch, and bf16 results, are then not comparable. None when
+    they agree (runs without env.json, from older versions, are left out)."""
+    lines = env_differences({name: run.read_env() for name, run in runs.items()})
+    if not lines:
+        return None
+    return ("warning: these runs ran in different environments (times are not comparable):\n"
+            + "\n".join(f"  {line}" for line in lines))
+
+
 def open_directory(path: str | Path) -> Directory:
-    """The run, sweep or comparison directory at `path` (from its marker or contract file)."""
+    """The run, sweep, comparison or data directory at `path` (from its marker or contract
+    file)."""
     kind = directory_kind(Path(path))
-    return {"run": RunDir, "sweep": SweepDir, "comparison": CompareDir}[kind](path)
+    return {"run": RunDir, "sweep": SweepDir, "comparison": CompareDir,
+            "data": DataDir}[kind](path)
 
 
 KIND_FILES = {"run": "metrics.jsonl", "sweep": "trials.csv", "comparison": "compare.csv"}
+# Kinds known by their marker alone: a folder's own data.json is no data overview.
+MARKED_KIND_FILES = {**KIND_FILES, "data": "data.json"}
 
 
 def directory_kind(path: Path) -> str:
-    """'run', 'sweep' or 'comparison', from the marker or the contract file it holds."""
+    """'run', 'sweep', 'comparison' or 'data', from the marker or the contract file it holds."""
     path = Path(path)
     if not path.is_dir():
         raise ReslabError(f"{path}: no such directory (expected a run, sweep or comparison "
                           "directory)")
     marked = marked_kind(path)
-    if marked in KIND_FILES and (path / KIND_FILES[marked]).is_file():
+    if marked in MARKED_KIND_FILES and (path / MARKED_KIND_FILES[marked]).is_file():
         return marked
     for kind, name in KIND_FILES.items():
         if (path / name).is_file():
@@ -371,5 +436,11 @@ def _jsonl_line(row: dict) -> str:
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
 

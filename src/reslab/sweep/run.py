@@ -29,7 +29,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     name = study_name or sweep.name
     sweep_dir.claim(name)
     url = storage or default_url(sweep_dir.path)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one-line errors say what failed
     with storage_errors(url):
         study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
         queued = fill_queue(study, sweep)

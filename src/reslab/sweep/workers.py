@@ -129,7 +129,7 @@ class WorkerJob:
 def worker_main(job: WorkerJob, index: int) -> None:
     """Entry point of a local worker process."""
     exit_with_parent()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one-line errors say what failed
     try:
         with storage_errors(job.url):
             storage = make_storage(job.url, job.sweep.spec.heartbeat)

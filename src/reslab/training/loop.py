@@ -36,13 +36,15 @@ from ..runs.device import (
     deterministic_algorithms,
     grad_scaler,
 )
+from ..runs.env import collect_env, env_differences
 from ..runs.infer import (
     confusion_matrix,
     loss_and_accuracy,
     most_confident_mistakes,
     predict_batches,
 )
-from ..runs.rundir import RunDir
+from ..runs.metrics import classification_metrics
+from ..runs.rundir import RESULT_METRICS, RunDir
 from .budget import Budget, Timing, describe, probe_timing
 from .distributed import Dist
 from .ema import WeightEma
@@ -136,7 +138,7 @@ def run_training(config=None, out: str | Path | None = None, resume: str | Path 
 def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Session:
     run = RunDir.open(resume) if resume is not None else None
     cfg = run.read_config(overrides) if run else load_config(config, overrides)
-    configure_threads(cfg.train.threads, dist.local_world_size)
+    threads = configure_threads(cfg.train.threads, dist.local_world_size)
     device = dist.device(cfg.train.device)
     data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
     ckpt = load_checkpoint(run.last) if run and run.has_started() else None
@@ -148,7 +150,8 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
     if dist.is_main:
         if ckpt is None:  # from scratch: rows of an attempt that never reached a checkpoint go
             run.truncate_metrics(0)
-        run.write_start(cfg, data.classes)
+        run.write_start(cfg, data.classes, session_env(run, threads, device, dist.world_size))
+        preload_metrics()
     amp = amp_dtype(cfg.train.amp, device)
     log = (lambda line: None) if quiet or not dist.is_main else print
     if init_note:
@@ -162,6 +165,29 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
     elif resume is not None:
         log(f"{run.path} has no checkpoint yet: starting the run over")
     return s
+
+
+def session_env(run: RunDir, threads: int, device: torch.device, world_size: int) -> dict:
+    """env.json of this training session. A resumed run keeps the sessions that trained it
+    before under `earlier` (latest first) and warns when they ran elsewhere: its times mix
+    both. (A run started over, killed before its first checkpoint, has no earlier session.)"""
+    env = {**collect_env(threads=threads, device=device), "world_size": world_size}
+    before = run.read_env() if run.has_started() else None
+    if before is None:
+        return env
+    changed = env_differences({"before": before, "now": env})
+    if changed:
+        print(f"warning: {run.path} is resumed in another environment ("
+              + "; ".join(changed) + ")", file=sys.stderr)
+    earlier = {k: v for k, v in before.items() if k != "earlier"}
+    return {**env, "earlier": [earlier, *before.get("earlier", [])]}
+
+
+def preload_metrics() -> None:
+    """The final evaluation's ECE imports torchmetrics (~2 s; runs/metrics.py imports it late
+    for the commands that never need it). Imported here, before any clock starts, so a time
+    budget or the duration estimate does not pay for it at the run's end."""
+    import torchmetrics.functional.classification  # noqa: F401
 
 
 def make_model(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
@@ -568,14 +594,16 @@ def final_evaluation(s: Session) -> dict:
     logits, labels = predict_batches(s.model, eval_loader(s, split), tta=s.cfg.train.tta,
                                      amp_dtype=s.amp)
     loss, acc = loss_and_accuracy(logits, labels)
-    s.run.write_confusion(confusion_matrix(labels, logits.argmax(1), len(s.data.classes)),
-                          s.data.classes)
+    metrics = classification_metrics(logits, labels, s.data.classes)
+    s.run.write_evaluation(confusion_matrix(labels, logits.argmax(1), len(s.data.classes)),
+                           s.data.classes, {"split": split, "n": len(labels), **metrics})
     mistakes = most_confident_mistakes(labels, logits)
     images = to_display_uint8(data.images[torch.from_numpy(mistakes["index"])], s.data.scale,
                               s.data.fmt)
     s.run.write_misclassified(images, mistakes)
     return {f"{split}_acc_best_model": acc, "eval_split": split,
-            **({"test_acc": acc, "test_loss": loss} if split == "test" else {})}
+            **({"test_acc": acc, "test_loss": loss} if split == "test" else {}),
+            **{k: metrics[k] for k in RESULT_METRICS}}
 
 
 # ---------------------------------------------------------------------------- small helpers
