@@ -7,14 +7,14 @@ from pathlib import Path
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "report", help="write a self-contained HTML + Markdown report for a run, sweep or "
-        "comparison directory",
-        description="Regenerate the plots of a run, sweep or comparison directory into "
+        "report", help="write a self-contained HTML + Markdown report for a run, sweep, "
+        "comparison or repeats directory",
+        description="Regenerate the plots of a run, sweep, comparison or repeats directory into "
         "DIR/plots/ and write DIR/report.html (self-contained: images embedded, no network "
         "access needed) and DIR/report.md.")
     parser.add_argument("dir", metavar="DIR", type=Path,
-                        help="a run (metrics.jsonl), sweep (trials.csv) or comparison "
-                        "(compare.csv) directory")
+                        help="a run (metrics.jsonl), sweep (trials.csv), comparison "
+                        "(compare.csv) or repeats (repeats.yaml) directory")
     return parser
 
 
