@@ -55,7 +55,8 @@ def test_confirmation_retrains_the_top_trials_and_picks_by_confirmed_mean(write_
     assert load_config(out / "best.yaml").train.lr == float(trials[winner]["train.lr"])
     assert load_config(out / "best.yaml").train.seed == 0  # the trial's config, its own seed
     assert "## Confirmation" in (out / "report.md").read_text()
-    assert "confirmed (single run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Best trial {winner}: best_val_acc confirmed " in printed and "(single run " in printed
 
     # Re-running reuses the finished confirmation runs: nothing is trained again.
     stamps = {p: p.stat().st_mtime_ns for p in (out / "confirm").rglob("result.json")}

@@ -95,7 +95,7 @@ def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep,
     if best is not None:
         params = ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
         value = f"{best.value:.4f}" if chosen is None else \
-            f"{confirmed_text(chosen.summary)} confirmed (single run {best.value:.4f})"
+            f"confirmed {confirmed_text(chosen.summary)} (single run {best.value:.4f})"
         print(f"Best trial {best.number}: {sweep.spec.objective.metric} {value} "
               f"({params}); config {best_path}")
     else:
