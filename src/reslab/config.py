@@ -81,6 +81,10 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     split_seed: int = 0
+    # k-fold: the non-test images in `folds` stratified folds (seeded by split_seed); fold
+    # `fold` is the validation split, the rest train. fold null = every fold (a fan-out).
+    folds: int | None = Field(None, ge=2, le=1000)
+    fold: int | None = Field(None, ge=0)
     max_per_class: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=4, le=4096)
     resize: int | None = Field(None, ge=4, le=8192)
@@ -124,6 +128,9 @@ class DataConfig(Section):
             raise ValueError("val_fraction + test_fraction must be < 1")
         if self.source in ("folder",) and not self.root:
             raise ValueError("data.root is required for data.source: folder")
+        if self.fold is not None and (self.folds is None or self.fold >= self.folds):
+            raise ValueError(f"data.fold = {self.fold}: expected 0 <= fold < data.folds "
+                             f"({self.folds})")
         return self
 
 
@@ -260,7 +267,7 @@ class TrainConfig(Section):
     early_stopping: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
     final_weights: Literal["best", "last"] = "best"
-    seed: int = 0
+    seed: int | list[int] = 0                                # a list: one run per seed
     device: str = "auto"
     threads: int | None = Field(None, ge=1, le=1024)
     channels_last: bool = True
@@ -295,6 +302,13 @@ class TrainConfig(Section):
         # `--set train.ema=true` turns it on with the defaults; false (or null) turns it off.
         return {} if v is True else None if v is False else v
 
+    @field_validator("seed")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, list) and (not v or len(set(v)) < len(v)):
+            raise ValueError("expected a seed or a non-empty list of distinct seeds")
+        return v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -321,6 +335,23 @@ class Config(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def fan_out_keys(cfg: Config) -> list[str]:
+    """The keys that make a config several runs: a train.seed list (one run per seed),
+    data.folds without data.fold (one run per fold). Empty for a single run."""
+    keys = ["train.seed"] if isinstance(cfg.train.seed, list) else []
+    return keys + (["data.folds"] if cfg.data.folds and cfg.data.fold is None else [])
+
+
+def require_single_run(cfg: Config) -> None:
+    """One run trains one seed on one fold; a fan-out config goes through reslab train."""
+    keys = fan_out_keys(cfg)
+    if keys:
+        shown = ", ".join(f"{k} = {cfg.train.seed if k == 'train.seed' else cfg.data.folds}"
+                          for k in keys)
+        raise ReslabError(f"{shown}: several runs, not one; train them with reslab train "
+                          "CONFIG (or reslab.train), or give one seed / data.fold")
 
 
 def parse_duration(text: str | int | float) -> float:

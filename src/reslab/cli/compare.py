@@ -7,14 +7,22 @@ from ._parsers import command_parser
 
 DESCRIPTION = """\
 Train (or reuse) every run a study file lists, then write DIR/compare.csv, DIR/compare.md,
-overlaid learning curves in DIR/plots/ and DIR/report.html.
+DIR/significance.csv, learning curves in DIR/plots/ and DIR/report.html.
 
 STUDY.yaml keys:
   runs:        list of train config paths (relative to the study file), inline configs
                {name, data, model, train}, or existing run directories (read, not retrained)
   robustness:  false (default), true (= seed), seed, corruptions or all
   overrides:   KEY=VALUE strings applied to every config trained here (e.g. train.seed=0)
+  repeats:     N: each config trained with seeds train.seed .. +N-1 (DIR/runs/NAME/seed-K/);
+               the table shows means with their 95 % CI
   name:        the study's name (default: the file's stem)
+
+Significance: each pair of entries evaluated on the same images is tested on the final
+test accuracy (val when there is no test split): with repeats a paired t-test over common
+seeds (Welch's t otherwise), with one run each McNemar's test on per-image correctness;
+p-values Holm-adjusted over all pairs. compare.md and the report say in one sentence which
+differences are significant at 0.05 and which rankings are within noise.
 
 Finished runs under DIR/runs/ are reused and interrupted ones resumed, so running the same
 study again continues it. Each run keeps its own data split settings (data.split_seed and
@@ -31,10 +39,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..studies.compare import cell, columns_of, run_compare
+    from ..studies.compare import cell, run_compare, shown_columns
     from ._parsers import show_table
 
     rows = run_compare(args.study, args.out, quiet=args.quiet)
-    cols = columns_of(rows)
-    show_table(cols, [[cell(r.get(c), c) for c in cols] for r in rows], title="Comparison")
+    cols = shown_columns(rows)
+    show_table(cols, [[cell(r.get(c), c, r) for c in cols] for r in rows], title="Comparison")
     return 0

@@ -8,13 +8,13 @@ from pathlib import Path
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "report", help="write a self-contained HTML + Markdown report for a run, sweep, "
-        "comparison or data directory",
-        description="Regenerate the plots of a run, sweep, comparison or data directory into "
-        "DIR/plots/ and write DIR/report.html (self-contained: images embedded, no network "
+        "comparison, repeats or data directory",
+        description="Regenerate the plots of a run, sweep, comparison, repeats or data directory "
+        "into DIR/plots/ and write DIR/report.html (self-contained: images embedded, no network "
         "access needed) and DIR/report.md.")
     parser.add_argument("dir", metavar="DIR", type=Path,
-                        help="a directory reslab wrote: a run, sweep, comparison or data "
-                        "overview")
+                        help="a directory reslab wrote: a run (metrics.jsonl), sweep (trials.csv), "
+                        "comparison (compare.csv), repeats (repeats.yaml) or data overview")
     return parser
 
 

@@ -1,20 +1,35 @@
-"""reslab train CONFIG [--set KEY=VALUE ...] [--out RUN_DIR] | --resume RUN_DIR"""
+"""reslab train CONFIG [--set K=V ...] [--out DIR] [--repeats N | --folds K] | --resume DIR"""
 from __future__ import annotations
 
 import argparse
 
 from ..errors import ReslabError
+from ._parsers import command_parser
+
+DESCRIPTION = """\
+Train a model from a YAML config into a run directory. Every key can be overridden with
+--set section.key=value.
+
+Several runs of one config (the data split fixed by data.split_seed):
+  --repeats N   seeds train.seed .. train.seed+N-1 into DIR/seed-K/ (or train.seed: [0, 1, 2])
+  --folds K     k-fold: folds 0..K-1 into DIR/fold-i/ (or data.folds: K without data.fold)
+DIR then holds repeats.yaml, summary.json and summary.csv (mean, std, 95 % t-interval, n and
+the values per metric of result.json and per robustness row) and report.html. Re-running the
+command (or --resume DIR) reuses the finished runs and resumes an interrupted one."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train a model from a config into a run directory",
-                       description="Train a model from a YAML config. Every key can be "
-                       "overridden with --set section.key=value.")
+    p = command_parser(sub, "train", "train a model from a config into a run directory",
+                       DESCRIPTION)
     p.add_argument("config", nargs="?", metavar="CONFIG", help="YAML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=0.01 (repeatable)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/NAME-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-TIME)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run (or the repeats) in DIR")
+    p.add_argument("--repeats", type=int, metavar="N",
+                   help="train N runs with seeds train.seed .. train.seed+N-1 (same data split)")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="k-fold: train one run per fold 0..K-1 (data.folds=K, data.fold=i)")
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     return p
 
@@ -27,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     if args.config and args.resume:
         raise ReslabError("give either CONFIG or --resume RUN_DIR, not both")
     train(args.config, out=args.out, resume=args.resume, overrides=args.overrides,
-          quiet=args.quiet)
+          quiet=args.quiet, repeats=args.repeats, folds=args.folds)
     return 0

@@ -9,7 +9,7 @@ import torch
 from ..config import DataConfig
 from ..errors import ReslabError
 from .cache import Preprocess, decode_files
-from .sources import Listing, load_listing, stratified_split
+from .sources import Listing, load_listing, stratified_folds, stratified_split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,7 +77,10 @@ def first_per_class(labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def assign_splits(labels: np.ndarray, split: np.ndarray | None, cfg: DataConfig) -> np.ndarray:
-    """Fill in whatever split the source left open with a seeded, stratified hold-out."""
+    """Fill in whatever split the source left open with a seeded, stratified hold-out (or,
+    with data.folds, the folds)."""
+    if cfg.folds:
+        return fold_splits(labels, split, cfg)
     if split is None:
         return stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     split = split.copy()
@@ -87,6 +90,23 @@ def assign_splits(labels: np.ndarray, split: np.ndarray | None, cfg: DataConfig)
         sub = stratified_split(labels[train], cfg.val_fraction, frac_test, cfg.split_seed)
         split[train] = sub
     return split
+
+
+def fold_splits(labels: np.ndarray, split: np.ndarray | None, cfg: DataConfig) -> np.ndarray:
+    """k-fold: a test split the source has is kept (else `test_fraction` is held out first);
+    every other image (a source's own val split included) goes into `data.folds` stratified
+    folds, and fold `data.fold` is the validation split. `val_fraction` is not used."""
+    if cfg.fold is None:
+        raise ReslabError(f"data.folds = {cfg.folds} without data.fold: give the fold to "
+                          f"train (0..{cfg.folds - 1}), or train every fold with reslab train "
+                          f"CONFIG --folds {cfg.folds}")
+    has_test = split is not None and bool((split == 2).any())
+    pool = np.flatnonzero(split != 2) if has_test else np.arange(len(labels))
+    fold_of = stratified_folds(labels[pool], cfg.folds, 0.0 if has_test else cfg.test_fraction,
+                               cfg.split_seed)
+    out = np.full(len(labels), 2, np.int8)
+    out[pool] = np.where(fold_of == cfg.fold, 1, np.where(fold_of < 0, 2, 0))
+    return out
 
 
 def channel_stats(images: torch.Tensor, scale: float) -> tuple[list[float], list[float]]:

@@ -172,6 +172,23 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     return split
 
 
+def stratified_folds(labels: np.ndarray, folds: int, test_fraction: float,
+                     seed: int) -> np.ndarray:
+    """Seeded per-class k-fold assignment: (N,) fold index 0..folds-1, or -1 for the test
+    hold-out (each class's first `test_fraction` after the seeded shuffle, taken before any
+    fold). Each class is dealt round-robin, starting where the previous class stopped, so
+    every fold holds each class's share and the folds' sizes differ by at most one."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.full(len(labels), -1, np.int64)
+    dealt = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        rest = idx[round(len(idx) * test_fraction):]
+        fold_of[rest] = (dealt + np.arange(len(rest))) % folds
+        dealt += len(rest)
+    return fold_of
+
+
 def load_listing(cfg: DataConfig) -> Listing:
     if cfg.source == "digits":
         return load_digits_listing()

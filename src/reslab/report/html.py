@@ -1,4 +1,5 @@
-"""`write_report`: one self-contained report.html (+ report.md) for a run, sweep or comparison.
+"""`write_report`: one self-contained report.html (+ report.md) for a run, sweep, comparison
+or repeats directory.
 
 The directory is read through the run directory contract (ARCHITECTURE.md). A report is a list
 of sections, each a list of blocks (table, image, cards, preformatted text...); the same blocks
@@ -28,18 +29,26 @@ from ..runs.rundir import (
     CompareDir,
     DataDir,
     Directory,
+    RepeatsDir,
     RunDir,
     SweepDir,
     open_directory,
 )
+from ..stats import Comparison, describe
 from ..utils import atomic_write_text, natural_key
 from . import plots
 
 TEMPLATES = Path(__file__).with_name("templates")
-KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison", DataDir: "data"}
+KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison", RepeatsDir: "repeats",
+         DataDir: "data"}
 # Plots this module draws; everything else under plots/ came from the sweep/compare command.
 OWN_PLOTS = {"learning_curves", "confusion_matrix", "per_class_accuracy", "misclassified",
-             "robustness", "overlaid_curves", "trial_learning_curves", "reliability"}
+             "robustness", "overlaid_curves", "trial_learning_curves", "reliability",
+             "mean_curves", "confirm_curves"}
+# The `test` of a significance.csv pair whose entries were evaluated on different images.
+DIFFERENT_SPLIT = "not compared: "
+CI_NOTE = ("± is the half-width of the 95 % Student-t interval of the mean over the runs "
+           "(none with one run).")
 # Column names holding rates/losses, as whole words: "val_acc" yes, "train.accum_steps" no.
 FOUR_DECIMALS = re.compile(r"(?<![a-z])(acc|accuracy|loss|value|drop|score|top5|f1|ece|nll|"
                            r"precision|recall)(?![a-z])")
@@ -110,12 +119,12 @@ class Section:
 def write_report(directory: str | Path) -> tuple[Path, Path]:
     """Regenerate plots into `directory/plots/` and write report.html and report.md.
 
-    Raises ReslabError when `directory` is missing or is not a run, sweep, comparison or data
-    directory, or when one of its files is malformed.
+    Raises ReslabError when `directory` is missing or is not a run, sweep, comparison, repeats
+    or data directory, or when one of its files is malformed.
     """
     target = open_directory(directory)
     builder = {RunDir: _run_sections, SweepDir: _sweep_sections, CompareDir: _compare_sections,
-               DataDir: _data_sections}
+               RepeatsDir: _repeats_sections, DataDir: _data_sections}
     sections = [s for s in builder[type(target)](target) if s.blocks]
     kind = KINDS[type(target)]
     title = target.path.resolve().name or str(target.path)
@@ -404,7 +413,7 @@ def _robustness_section(run: RunDir) -> Section:
 # --------------------------------------------------------------------------- sweep
 def _sweep_sections(sweep: SweepDir) -> list[Section]:
     trials = _read(sweep.trials_csv, sweep.read_trials)
-    sections = [_best_section(sweep, trials),
+    sections = [_best_section(sweep, trials), _confirm_section(sweep),
                 Section("Trials", [_table(trials)] if trials else [])]
     factors = _read(sweep.factors_md, sweep.read_factors)
     if factors:
@@ -412,6 +421,44 @@ def _sweep_sections(sweep: SweepDir) -> list[Section]:
     sections.append(_trial_curves_section(sweep))
     sections.append(_existing_plots_section(sweep, "Sweep plots"))
     return sections
+
+
+def _confirm_section(sweep: SweepDir) -> Section:
+    """The top trials retrained over fresh seeds: single-run value beside the confirmed mean."""
+    rows = _read(sweep.confirm_csv, sweep.read_confirm)
+    if not rows:
+        return Section("Confirmation")
+    shown = [{"trial": r["trial"], "chosen": r["chosen"], "single run": _number(r["value"]),
+              "confirmed mean ± CI": _confirm_cell(r), "n": r["n"],
+              "single run - mean": _gap(r), "reason": r["reason"],
+              **{k: v for k, v in r.items() if k not in CONFIRM_OWN}} for r in rows]
+    text = ("The top trials by their single run, retrained with fresh seeds (train.seed + 1000, "
+            "+ 1001, ...); best.yaml is the trial with the best confirmed mean. The single run's "
+            "excess over its confirmed mean is the winner's curse. " + CI_NOTE)
+    blocks: list[Block] = [Text(text), _table(shown)]
+    groups = {f"trial {n}": d.member_runs() for n, d in sweep.confirmations().items()}
+    groups = {name: runs for name, runs in groups.items() if runs}
+    if groups:
+        blocks.append(_mean_curves_section(sweep, groups, "confirm_curves").blocks[0])
+    return Section("Confirmation", blocks)
+
+
+CONFIRM_OWN = {"trial", "chosen", "value", "confirmed_mean", "confirmed_std", "ci95_low",
+               "ci95_high", "n", "seeds", "values", "reason"}
+
+
+def _confirm_cell(row: dict) -> str | None:
+    mean, low, high = (_number(row[k]) for k in ("confirmed_mean", "ci95_low", "ci95_high"))
+    if mean is None:
+        return None
+    if low is None or high is None:
+        return fmt(mean, "value")
+    return f"{fmt(mean, 'value')} ± {fmt((high - low) / 2, 'value')}"
+
+
+def _gap(row: dict) -> str | None:
+    value, mean = _number(row["value"]), _number(row["confirmed_mean"])
+    return None if value is None or mean is None else f"{value - mean:+.4f}"
 
 
 def _trial_curves_section(sweep: SweepDir) -> Section:
@@ -426,11 +473,17 @@ def _best_section(sweep: SweepDir, trials: list[dict]) -> Section:
     section = Section("Best trial")
     done = [t for t in trials if str(t.get("state", "")).upper() == "COMPLETE"
             and isinstance(_number(t.get("value")), (int, float))]
+    chosen = next((r for r in _read(sweep.confirm_csv, sweep.read_confirm)
+                   if r["chosen"] == "yes"), None)
     if done:
         # The sweep objective is an accuracy (maximised); best.yaml, when present, is shown too.
+        # With a confirmation, the best is the trial with the best confirmed mean.
         best = max(done, key=lambda t: float(t["value"]))
+        best = next((t for t in done if chosen and t["number"] == chosen["trial"]), best)
         items = [("trial" if k == "number" else k, fmt(v, k)) for k, v in best.items()
                  if k not in ("state", "reason")]
+        if chosen:
+            items.insert(1, ("confirmed mean", _confirm_cell(chosen) or "—"))
         section.blocks.append(Cards(items))
         section.blocks.append(Text(f"{len(done)} of {len(trials)} trials completed."))
     best_yaml = _read(sweep.best_yaml, sweep.read_best)
@@ -459,8 +512,12 @@ def _existing_plots_section(target: Directory, title: str) -> Section:
 # --------------------------------------------------------------------------- comparison
 def _compare_sections(comparison: CompareDir) -> list[Section]:
     rows = _read(comparison.compare_csv, comparison.read_table)
-    return [Section("Comparison", [_table(rows)] if rows else []),
-            _overlaid_section(comparison, comparison.entry_runs(), "Learning curves"),
+    groups = comparison.entry_groups()
+    curves = (_mean_curves_section(comparison, groups)
+              if any(len(runs) > 1 for runs in groups.values())
+              else _overlaid_section(comparison, comparison.entry_runs(), "Learning curves"))
+    return [Section("Comparison", _ci_table_blocks(rows) if rows else []),
+            _significance_section(comparison), curves,
             _existing_plots_section(comparison, "Comparison plots")]
 
 
@@ -477,6 +534,103 @@ def _data_sections(data: DataDir) -> list[Section]:
                     if data.samples.is_file() else []),
             Section("Augmentation", [Image(data.augmented, preview.get("augmented_caption", ""))]
                     if data.augmented.is_file() else [])]
+def _ci_table_blocks(rows: list[dict]) -> list[Block]:
+    """A table whose <key>_ci95_low/high columns are shown in <key>'s cell as mean ±
+    half-width (rows without them keep the plain value), and the note saying what ± is."""
+    headers = [h for h in rows[0] if "_ci95_" not in h]
+    table = _table(rows, headers)
+    with_ci = False
+    for row, cells in zip(rows, table.rows):
+        for i, key in enumerate(headers):
+            low, high = _number(row.get(f"{key}_ci95_low")), _number(row.get(f"{key}_ci95_high"))
+            if low is not None and high is not None:
+                cells[i] = f"{fmt(row[key], key)} ± {fmt((high - low) / 2, key)}"
+                with_ci = True
+    return [table, Text(CI_NOTE)] if with_ci else [table]
+
+
+def _significance_section(comparison: CompareDir) -> Section:
+    results = _read(comparison.significance_csv, comparison.read_significance)
+    if not results:
+        return Section("Significance")
+    rows = [{"pair": f"{r.a} vs {r.b}", "metric": metric, "test": r.test, "n": r.n,
+             "p": _p_text(r.p_value), "p (Holm)": _p_text(r.p_holm),
+             "difference (pp)": None if r.mean_difference is None
+             else f"{100 * r.mean_difference:+.2f}",
+             "significant (0.05)": "yes" if r.significant else "no"} for metric, r in results]
+    return Section("Significance", [Text(significance_sentence([r for _, r in results])),
+                                    _table(rows)])
+
+
+def _p_text(p: float | None) -> str | None:
+    return None if p is None else f"{p:.3g}"
+
+
+def significance_sentence(results: list[Comparison]) -> str:
+    """stats.describe's sentence for the tested pairs, and a clause per pair that was not
+    compared because its entries were evaluated on different images."""
+    apart = [r for r in results if r.test.startswith(DIFFERENT_SPLIT)]
+    tested = [r for r in results if r not in apart]
+    text = describe(tested)
+    for name in (n for r in tested[:1] for n in (r.a, r.b)):
+        # describe() capitalises the sentence, and with it an entry name that starts it.
+        if text.startswith(name[:1].upper() + name[1:]):
+            text = name + text[len(name):]
+            break
+    if apart:
+        pairs = ", ".join(f"{r.a} and {r.b} ({r.test.removeprefix(DIFFERENT_SPLIT)})"
+                          for r in apart)
+        text = (text + " " if text else "") + f"Not compared (different test images): {pairs}."
+    return text
+
+
+def _mean_curves_section(target: Directory, groups: dict[str, list[RunDir]],
+                         name: str = "mean_curves") -> Section:
+    curves = {group: [_read(r.metrics, r.read_metrics) for r in runs if r.metrics.is_file()]
+              for group, runs in groups.items()}
+    out = plots.plot_mean_curves(curves, target.plot(name))
+    return Section("Learning curves", [Image(out, "Mean over each entry's runs per epoch; band: "
+                                                  "95 % t-interval of the mean")])
+
+
+# --------------------------------------------------------------------------- repeats
+def _repeats_sections(repeats: RepeatsDir) -> list[Section]:
+    runs = repeats.member_runs()
+    plan = repeats.plan_yaml.read_text() if repeats.plan_yaml.is_file() else ""
+    return [Section("Config", [Pre(plan.rstrip(), "yaml")] if plan else []),
+            _repeats_summary_section(repeats),
+            _mean_curves_section(repeats, {repeats.path.resolve().name: runs}) if runs
+            else Section("Learning curves"),
+            _overlaid_section(repeats, runs, "Each run's curves"),
+            Section("Runs", [_table([_member_row(r) for r in runs])] if runs else [])]
+
+
+def _repeats_summary_section(repeats: RepeatsDir) -> Section:
+    if not repeats.summary_json.is_file():
+        return Section("Summary", [Text("No summary yet: the runs have not finished.")])
+    summary = _read(repeats.summary_json, repeats.read_summary)
+    rows = [{"metric": k, "mean ± CI": _mean_ci(e, k), "95 % CI": _interval(e, k),
+             "std": fmt(e["std"], k), "n": e["n"]} for k, e in summary.items()]
+    return Section("Summary", [Text(CI_NOTE), _table(rows)])
+
+
+def _mean_ci(entry: dict, key: str) -> str:
+    if entry["ci95_low"] is None:
+        return fmt(entry["mean"], key)
+    return f"{fmt(entry['mean'], key)} ± {fmt((entry['ci95_high'] - entry['ci95_low']) / 2, key)}"
+
+
+def _interval(entry: dict, key: str) -> str:
+    if entry["ci95_low"] is None:
+        return "—"
+    return f"{fmt(entry['ci95_low'], key)} to {fmt(entry['ci95_high'], key)}"
+
+
+def _member_row(run: RunDir) -> dict:
+    result = _read(run.result, run.read_result) if run.result.is_file() else {}
+    return {"run": run.path.name, "best_val_acc": result.get("best_val_acc"),
+            "test_acc": result.get("test_acc"), "epochs_run": result.get("epochs_run"),
+            "stop_reason": result.get("stop_reason", "unfinished")}
 
 
 # --------------------------------------------------------------------------- rendering

@@ -371,7 +371,9 @@ def _draw_mean(ax, runs: Sequence[Sequence[Mapping]], key: str, color, label: st
         return False
     summaries = [summarize(per_epoch[e]) for e in epochs]
     means = [s["mean"] for s in summaries]
-    ax.plot(epochs, means, color=color, label=label, linewidth=1.8)
+    # Markers for short runs: a one-epoch curve is a single point, invisible as a line.
+    ax.plot(epochs, means, color=color, label=label, linewidth=1.8,
+            marker="o" if len(epochs) <= 30 else None, markersize=3)
     if total >= 2:
         # An accuracy's interval is clipped to [0, 1]: the t-interval of 2-3 seeds is wide.
         lo, hi = (0.0, 1.0) if key.endswith("_acc") else (-np.inf, np.inf)

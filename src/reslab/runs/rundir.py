@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..config import Config, load_config
 from ..errors import ReslabError
+from ..stats import SUMMARY_COLUMNS, Comparison, summary_rows
 from ..utils import (
     append_jsonl,
     atomic_write_bytes,
@@ -40,6 +41,11 @@ from .env import env_differences
 MARKER = ".reslab"
 ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
 # `reslab export` formats -> the file name ending under RUN/export/ (after the weights' name).
+# significance.csv: the metric, the pair, then stats.Comparison's fields (difference = a - b,
+# a being the better entry; p_holm: Holm-adjusted over every tested pair of the comparison).
+SIGNIFICANCE_FIELDS = ("a", "b", "test", "n", "statistic", "p_value", "p_holm",
+                       "mean_difference", "ci95_low", "ci95_high", "significant")
+SIGNIFICANCE_COLUMNS = ("metric", "pair", *SIGNIFICANCE_FIELDS)
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt",
                    "safetensors": ".safetensors"}
 # The final evaluation's headline metrics in result.json (all of them: eval_metrics.json).
@@ -95,10 +101,7 @@ class RunDir(Directory):
     def create(cfg: Config, out: str | Path | None, root: Path = Path("runs")) -> RunDir:
         """A directory for a new run. Refused: a user's folder, or a run that has started
         (use --resume). A run killed before its first checkpoint is started over."""
-        if out is None:
-            name = cfg.name or f"{cfg.data.source}-{cfg.model.arch.replace(':', '-')}"
-            out = root / f"{safe_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = RunDir(claim_dir(Path(out), "run"))
+        run = RunDir(claim_dir(Path(out) if out is not None else default_out(cfg, root), "run"))
         if run.has_started():
             raise ReslabError(f"--out {run.path} already holds a run; use --resume {run.path} "
                               "to continue it or choose another directory")
@@ -214,6 +217,21 @@ class RunDir(Directory):
 
     def read_eval_metrics(self) -> dict | None:
         return read_json(self.eval_metrics) if self.eval_metrics.is_file() else None
+    predictions = property(lambda self: self.path / "predictions.npz")
+
+    def write_predictions(self, labels: np.ndarray, pred: np.ndarray,
+                          confidence: np.ndarray) -> None:
+        """Per image of the final evaluation's split, in its order: the label, the predicted
+        class and its softmax confidence (McNemar's test pairs two runs image by image)."""
+        atomic_write_bytes(self.predictions, _npz_bytes(labels=labels, pred=pred,
+                                                        confidence=confidence))
+
+    def read_predictions(self) -> dict[str, np.ndarray] | None:
+        """{labels, pred, confidence}, or None for a run written before the file existed."""
+        if not self.predictions.is_file():
+            return None
+        with np.load(self.predictions, allow_pickle=False) as data:
+            return {k: data[k] for k in ("labels", "pred", "confidence")}
 
     def write_misclassified(self, images: np.ndarray, mistakes: dict[str, np.ndarray]) -> None:
         atomic_write_bytes(self.misclassified, _npz_bytes(images=images, **mistakes))
@@ -302,6 +320,26 @@ class SweepDir(Directory):
     def write_factors(self, markdown: str) -> None:
         atomic_write_text(self.factors_md, markdown)
 
+    # Written by the confirmation (`confirm:`): the top trials retrained with fresh seeds.
+    confirm_csv = property(lambda self: self.path / "confirm.csv")
+
+    def confirmation(self, number: int) -> RepeatsDir:
+        """Trial N's confirmation runs, `confirm/trial-N/` (seed-K/ inside)."""
+        return RepeatsDir(self.path / "confirm" / f"trial-{number}")
+
+    def confirmations(self) -> dict[int, RepeatsDir]:
+        """Every confirm/trial-N/ directory, by trial number."""
+        found = {int(p.parent.name.removeprefix("trial-")): RepeatsDir(p.parent)
+                 for p in (self.path / "confirm").glob("trial-*/repeats.yaml")
+                 if p.parent.name.removeprefix("trial-").isdigit()}
+        return dict(sorted(found.items()))
+
+    def write_confirm(self, header: list[str], rows: list[list[Any]]) -> None:
+        write_csv(self.confirm_csv, header, rows)
+
+    def read_confirm(self) -> list[dict]:
+        return read_csv(self.confirm_csv) if self.confirm_csv.is_file() else []
+
 
 class CompareDir(Directory):
     """A comparison: one run per entry under runs/<name>, the table, plots, the report."""
@@ -326,6 +364,93 @@ class CompareDir(Directory):
 
     def read_table(self) -> list[dict]:
         return read_csv(self.compare_csv)
+
+    def entry_repeats(self, name: str) -> RepeatsDir:
+        """An entry trained with repeats: runs/<name>/ holds its seed-K/ runs and summary."""
+        return RepeatsDir(self.entry(name))
+
+    def entry_groups(self) -> dict[str, list[RunDir]]:
+        """Each entry's runs: its seed runs (repeats) or its one run, by entry name."""
+        found = {}
+        for path in sorted(self.runs.glob("*"), key=lambda p: natural_key(p.name)):
+            if RepeatsDir(path).plan_yaml.is_file():
+                found[path.name] = RepeatsDir(path).member_runs()
+            elif RunDir(path).metrics.is_file():
+                found[path.name] = [RunDir(path)]
+        return {name: runs for name, runs in found.items() if runs}
+
+    significance_csv = property(lambda self: self.path / "significance.csv")
+
+    def write_significance(self, results: list[tuple[str, Comparison]]) -> None:
+        """One row per pair of entries: (metric, the test's result); None is an empty cell."""
+        rows = ([metric, f"{r.a} vs {r.b}", *(_blank(r.as_dict()[f]) for f in
+                                              SIGNIFICANCE_FIELDS)] for metric, r in results)
+        write_csv(self.significance_csv, list(SIGNIFICANCE_COLUMNS), rows)
+
+    def read_significance(self) -> list[tuple[str, Comparison]]:
+        if not self.significance_csv.is_file():
+            return []
+        return [(row["metric"], _comparison(row)) for row in read_csv(self.significance_csv)]
+
+
+class RepeatsDir(Directory):
+    """One config trained several times, differing only in train.seed or data.fold:
+
+    repeats.yaml           the config naming every run (a train.seed list, or data.folds with
+                           no data.fold): `reslab train repeats.yaml` trains the same set
+    seed-K/, fold-i/       the run directory of seed K / fold i
+    summary.json           per metric: {mean, std, ci95_low, ci95_high, n, values} over the
+                           finished runs (values in run order)
+    summary.csv            the same, one row per metric (values joined with ';')
+    plots/, report.*       mean curves with their band; the report
+    """
+
+    plan_yaml = property(lambda self: self.path / "repeats.yaml")
+    summary_json = property(lambda self: self.path / "summary.json")
+    summary_csv = property(lambda self: self.path / "summary.csv")
+
+    @staticmethod
+    def create(cfg: Config, out: str | Path | None, root: Path = Path("runs")) -> RepeatsDir:
+        """`out` (new, empty or a repeats directory: re-running continues it), or
+        runs/NAME-TIME; a user's folder is refused (see claim_dir)."""
+        return RepeatsDir(claim_dir(Path(out) if out is not None else default_out(cfg, root),
+                                    "repeats"))
+
+    @staticmethod
+    def open(path: str | Path) -> RepeatsDir:
+        found = RepeatsDir(path)
+        if not found.plan_yaml.is_file():
+            raise ReslabError(f"{found.path} is not a repeats directory (no repeats.yaml)")
+        return found
+
+    def seed_run(self, seed: int) -> RunDir:
+        return RunDir(self.path / f"seed-{seed}")
+
+    def fold_run(self, fold: int) -> RunDir:
+        return RunDir(self.path / f"fold-{fold}")
+
+    def member_runs(self) -> list[RunDir]:
+        """The seed-K/ and fold-i/ runs that have started (hold a config.yaml), in order."""
+        found = [RunDir(p.parent) for pattern in ("seed-*/config.yaml", "fold-*/config.yaml")
+                 for p in self.path.glob(pattern)]
+        return sorted(found, key=lambda r: natural_key(r.path.name))
+
+    def write_plan(self, cfg: Config) -> None:
+        atomic_write_text(self.plan_yaml, cfg.to_yaml())
+
+    def read_plan(self) -> Config:
+        return load_config(self.plan_yaml)
+
+    def write_summary(self, summary: dict[str, dict]) -> None:
+        write_json(self.summary_json, summary)
+        write_csv(self.summary_csv, list(SUMMARY_COLUMNS),
+                  ([row[c] for c in SUMMARY_COLUMNS] for row in summary_rows(summary)))
+
+    def read_summary(self) -> dict[str, dict]:
+        if not self.summary_json.is_file():
+            raise ReslabError(f"{self.path}: no summary.json (the runs have not finished); "
+                              f"continue them with reslab train --resume {self.path}")
+        return read_json(self.summary_json)
 
 
 class LrFindDir(Directory):
@@ -396,37 +521,57 @@ def environment_warning(runs: Mapping[str, RunDir]) -> str | None:
 
 
 def open_directory(path: str | Path) -> Directory:
-    """The run, sweep, comparison or data directory at `path` (from its marker or contract
-    file)."""
+    """The run, sweep, comparison, repeats or data directory at `path` (from its marker or
+    contract file)."""
     kind = directory_kind(Path(path))
     return {"run": RunDir, "sweep": SweepDir, "comparison": CompareDir,
-            "data": DataDir}[kind](path)
+            "repeats": RepeatsDir, "data": DataDir}[kind](path)
 
 
-KIND_FILES = {"run": "metrics.jsonl", "sweep": "trials.csv", "comparison": "compare.csv"}
+KIND_FILES = {"run": "metrics.jsonl", "sweep": "trials.csv", "comparison": "compare.csv",
+              "repeats": "repeats.yaml"}
 # Kinds known by their marker alone: a folder's own data.json is no data overview.
 MARKED_KIND_FILES = {**KIND_FILES, "data": "data.json"}
 
 
 def directory_kind(path: Path) -> str:
-    """'run', 'sweep', 'comparison' or 'data', from the marker or the contract file it holds."""
+    """'run', 'sweep', 'comparison', 'repeats' or 'data', from the marker or the contract file
+    it holds."""
     path = Path(path)
     if not path.is_dir():
-        raise ReslabError(f"{path}: no such directory (expected a run, sweep or comparison "
-                          "directory)")
+        raise ReslabError(f"{path}: no such directory (expected a run, sweep, comparison, "
+                          "repeats or data directory)")
     marked = marked_kind(path)
     if marked in MARKED_KIND_FILES and (path / MARKED_KIND_FILES[marked]).is_file():
         return marked
     for kind, name in KIND_FILES.items():
         if (path / name).is_file():
             return kind
-    raise ReslabError(f"{path}: not a run, sweep or comparison directory (expected "
-                      f"{', '.join(KIND_FILES.values())})")
+    raise ReslabError(f"{path}: not a run, sweep, comparison, repeats or data directory "
+                      f"(expected {', '.join(KIND_FILES.values())})")
+
+
+def default_out(cfg: Config, root: Path) -> Path:
+    """runs/NAME-TIME: the config's name, else its source and arch."""
+    name = cfg.name or f"{cfg.data.source}-{cfg.model.arch.replace(':', '-')}"
+    return root / f"{safe_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def safe_name(name: str) -> str:
     """A name usable as one path component: no separators, no '..', never empty."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _comparison(row: dict) -> Comparison:
+    """A significance.csv row back into the result it was written from."""
+    number = lambda key: float(row[key]) if row.get(key) not in (None, "") else None
+    return Comparison(row["a"], row["b"], row["test"], number("statistic"), number("p_value"),
+                      number("mean_difference"), row["significant"] == "True", int(row["n"]),
+                      number("ci95_low"), number("ci95_high"), number("p_holm"))
 
 
 def _jsonl_line(row: dict) -> str:

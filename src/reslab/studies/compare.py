@@ -5,6 +5,7 @@ STUDY.yaml::
     name: resnet-widths            # optional; default: the file's stem
     robustness: false              # true (= seed suite), seed, corruptions or all
     overrides: [train.seed=0]      # --set strings applied to every config trained here
+    repeats: 3                     # optional: each config trained with seeds s..s+2
     runs:
       - configs/a.yaml             # a train config, relative to the study file
       - {name: b, model: {arch: resnet20, width: 8}, train: {epochs: 2}}   # inline config
@@ -15,12 +16,19 @@ the arch, de-duplicated with -2, -3...). An existing run directory is linked the
 report finds it; it is never retrained. A run directory with result.json is reused as it is,
 one with last.pt is resumed, so re-running a study picks up where it stopped.
 
+With `repeats: N` (or a config whose train.seed is a list) an entry is N seed runs in
+DIR/runs/<name>/seed-K/ with its summary.json (training/repeats.py), reused and resumed the
+same way; an existing repeats directory can be listed as an entry too.
+
 Same data for every run: the split is fixed by data.source/root, the fractions and
 data.split_seed, which are kept as each config gives them (use `overrides` to force one
 value); a warning names any of them that differ between runs. train.seed is likewise kept.
 
-Outputs: DIR/compare.csv and compare.md (one row per run), DIR/plots/overlaid_curves.png
-(train loss, val and test accuracy per epoch, one line per run) and DIR/report.html.
+Outputs: DIR/compare.csv and compare.md (one row per entry: an entry with repeats gives the
+mean over its seeds, `runs`, and <metric>_ci95_low/high for best_val_acc and test_acc),
+DIR/significance.csv (every pair: test, p, Holm-adjusted p, difference, significant; see
+significance.py), DIR/plots/overlaid_curves.png (one line per run) or, with repeats,
+mean_curves.png (mean per epoch with a 95 % band), and DIR/report.html.
 With robustness, each run also gets its robustness.csv (an existing one that covers the suite
 is reused) and the table gains clean_acc, one <perturbation>_acc column per perturbation
 (mean over severities) and mean_corruption_acc.
@@ -36,7 +44,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..config import Config, apply_overrides, load_config, parse_mapping, read_yaml, validate
+from ..config import (
+    Config,
+    apply_overrides,
+    fan_out_keys,
+    load_config,
+    parse_mapping,
+    read_yaml,
+    validate,
+)
 from ..errors import ReslabError
 from ..evaluate.perturb import SUITES
 from ..evaluate.robustness import (
@@ -46,13 +62,17 @@ from ..evaluate.robustness import (
     suite_levels,
 )
 from ..report import write_report
-from ..report.plots import plot_overlaid_curves, plot_robustness
-from ..runs.rundir import CompareDir, RunDir, safe_name
+from ..report.html import significance_sentence
+from ..report.plots import plot_mean_curves, plot_overlaid_curves, plot_robustness
+from ..runs.rundir import CompareDir, RepeatsDir, RunDir, safe_name
+from ..stats import Comparison, summarize
 from ..training import train
+from ..training.repeats import Plan, finished_runs, plan, run_repeats, write_summary
+from .significance import SPLIT_KEYS, Trained, pair_tests
 
 BASE_COLUMNS = ("name", "model", "format", "params", "best_val_acc", "test_acc", "epochs",
-                "seconds_per_epoch")
-SPLIT_KEYS = ("source", "root", "val_fraction", "test_fraction", "split_seed", "max_per_class")
+                "seconds_per_epoch", "runs")
+CI_COLUMNS = ("best_val_acc", "test_acc")  # with repeats: <key>_ci95_low, <key>_ci95_high
 CURVE_KEYS = ("train_loss", "val_acc", "test_acc")
 Log = Callable[[str], None]
 
@@ -63,6 +83,7 @@ class StudyFile(BaseModel):
     runs: list[Any]
     robustness: bool | str = False
     overrides: list[str] = Field(default_factory=list)
+    repeats: int | None = Field(None, ge=1, le=1000)
 
     @field_validator("runs")
     @classmethod
@@ -84,7 +105,8 @@ class StudyFile(BaseModel):
 class Entry:
     name: str
     cfg: Config
-    run_dir: Path | None = None   # an existing run directory: read, never trained
+    run_dir: Path | None = None   # an existing run or repeats directory: read, never trained
+    fan: Plan | None = None       # repeats: the seed runs to train
 
 
 @dataclass
@@ -101,6 +123,8 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     spec = parse_mapping(StudyFile, _read_study(path), str(path), "a runs: list")
     entries = [_entry(item, i, path, spec.overrides) for i, item in enumerate(spec.runs)]
+    for i, entry in enumerate(entries):
+        _plan_repeats(entry, spec.repeats, f"{path}: runs[{i}]")
     _dedupe(entries)
     suite = "seed" if spec.robustness is True else (spec.robustness or None)
     return Study(path, spec.name or path.stem, entries, suite)
@@ -127,16 +151,33 @@ def _entry(item: Any, i: int, study: Path, overrides: list[str]) -> Entry:
                           f"config mapping, got {type(item).__name__}")
     target = Path(item).expanduser()
     target = target if target.is_absolute() else study.parent / target
+    if target.is_dir() and RepeatsDir(target).plan_yaml.is_file():
+        return Entry(safe_name(target.resolve().name), RepeatsDir(target).read_plan(), target)
     if target.is_dir():
         if not (target / "config.yaml").is_file():
             raise ReslabError(f"{where}: {target} is a directory without config.yaml "
-                              "(not a run directory)")
+                              "(not a run or repeats directory)")
         return Entry(safe_name(target.resolve().name), load_config(target / "config.yaml"), target)
     if not target.is_file():
         raise ReslabError(f"{where}: {target} not found (expected a config file or a run "
                           "directory)")
     cfg = load_config(target, overrides)
     return Entry(safe_name(cfg.name or target.stem), cfg)
+
+
+def _plan_repeats(entry: Entry, repeats: int | None, where: str) -> None:
+    """Seed runs for a config entry with `repeats: N` > 1 or a train.seed list."""
+    if entry.run_dir is not None:
+        return
+    if entry.cfg.data.folds and entry.cfg.data.fold is None:
+        raise ReslabError(f"{where}: data.folds = {entry.cfg.data.folds} without data.fold; a "
+                          "comparison trains seeds: give data.fold (k-fold runs: reslab train "
+                          "--folds)")
+    if (repeats or 1) > 1 or fan_out_keys(entry.cfg):
+        try:
+            entry.fan = plan(entry.cfg, repeats if (repeats or 1) > 1 else None)
+        except ReslabError as err:
+            raise ReslabError(f"{where}: {err}") from None
 
 
 def _dedupe(entries: list[Entry]) -> None:
@@ -165,21 +206,41 @@ def split_warnings(entries: list[Entry]) -> list[str]:
 # ----------------------------------------------------------------------------- running
 def run_compare(study_path: str | Path, out: str | Path | None = None, quiet: bool = False,
                 log: Log | None = None) -> list[dict]:
-    """Train or reuse every run of the study, then write compare.csv/.md, plots and report."""
+    """Train or reuse every run of the study, then write compare.csv/.md, significance.csv,
+    plots and report."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     study = load_study(study_path)
     out = CompareDir(out if out is not None else Path("compare") / safe_name(study.name))
     out.claim()
     for warning in split_warnings(study.entries):
         log(f"warning: {warning}")
-    dirs = {e.name: ensure_run(e, out, quiet, log) for e in study.entries}
+    trained = [ensure_entry(e, out, quiet, log) for e in study.entries]
     if study.suite:
-        for run_dir in dirs.values():
-            ensure_robustness(RunDir(run_dir), study.suite, log)
-    rows = [compare_row(name, RunDir(d), study.suite) for name, d in dirs.items()]
-    write_outputs(out, rows, dirs, study, log)
-    log(f"comparison: {out.compare_csv}, {out.compare_md}")
+        for entry in trained:
+            entry_robustness(entry, out, study.suite, log)
+    rows = [entry_row(t, study.suite) for t in trained]
+    results = pair_tests(trained)
+    write_outputs(out, rows, trained, results, study, log)
+    log(f"comparison: {out.compare_csv}, {out.compare_md}, {out.significance_csv}")
     return rows
+
+
+def ensure_entry(entry: Entry, out: CompareDir, quiet: bool, log: Log) -> Trained:
+    """The entry's finished runs by seed: one run (ensure_run) or its seed runs (repeats)."""
+    if entry.fan is None:
+        path = ensure_run(entry, out, quiet, log)
+        if RepeatsDir(path).plan_yaml.is_file():  # an existing repeats directory, linked
+            return _repeats_entry(entry.name, RepeatsDir(path))
+        return Trained(entry.name, RunDir(path).read_config(), {entry.cfg.train.seed: RunDir(path)})
+    log(f"{entry.name}: {len(entry.fan.members)} seed runs in {out.entry(entry.name)}")
+    target, _ = run_repeats(entry.fan.cfg, out=out.entry(entry.name), quiet=quiet,
+                            log=lambda line: log(f"{entry.name}: {line}"))
+    return _repeats_entry(entry.name, target)
+
+
+def _repeats_entry(name: str, target: RepeatsDir) -> Trained:
+    fan = plan(target.read_plan())
+    return Trained(name, fan.cfg, {m.key: run for m, run in finished_runs(target, fan)})
 
 
 def ensure_run(entry: Entry, out: CompareDir, quiet: bool, log: Log) -> Path:
@@ -204,8 +265,10 @@ def ensure_run(entry: Entry, out: CompareDir, quiet: bool, log: Log) -> Path:
 
 def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
     source = entry.run_dir.resolve()
-    if not RunDir(source).result.is_file():
-        raise ReslabError(f"{entry.run_dir}: no result.json (an unfinished run); finish it with "
+    finished = (RepeatsDir(source).summary_json if RepeatsDir(source).plan_yaml.is_file()
+                else RunDir(source).result)
+    if not finished.is_file():
+        raise ReslabError(f"{entry.run_dir}: no {finished.name} (unfinished); finish it with "
                           f"reslab train --resume {entry.run_dir}")
     if target.is_symlink() or not target.exists():
         # A link, not a copy: the report reads DIR/runs/*; the run itself stays where it is.
@@ -224,6 +287,16 @@ def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
     return target
 
 
+def entry_robustness(entry: Trained, out: CompareDir, suite: str, log: Log) -> None:
+    """Robustness rows for each of the entry's runs; a repeats entry's summary then gains
+    them (its summary.json summarises every robustness row)."""
+    for run in entry.runs.values():
+        ensure_robustness(run, suite, log)
+    repeats = out.entry_repeats(entry.name)
+    if repeats.plan_yaml.is_file():
+        write_summary(repeats)
+
+
 def ensure_robustness(run: RunDir, suite: str, log: Log, raw: bool = False) -> None:
     """Robustness rows for the suite in the wanted mode; rows made in another mode are
     recomputed, never mixed in."""
@@ -239,6 +312,30 @@ def ensure_robustness(run: RunDir, suite: str, log: Log, raw: bool = False) -> N
 
 
 # ----------------------------------------------------------------------------- rows
+def entry_row(entry: Trained, suite: str | None) -> dict:
+    """One table row: the run's values, or with several runs their means (plus the 95 %
+    t-interval of best_val_acc and test_acc)."""
+    rows = [compare_row(entry.name, run, suite) for run in entry.runs.values()]
+    if len(rows) == 1:
+        return {**rows[0], "runs": 1}
+    out = {k: v for k, v in rows[0].items() if not _is_number(v)}
+    for key in [k for k in rows[0] if _is_number(rows[0][k])]:
+        values = [r[key] for r in rows if _is_number(r.get(key))]
+        entry_summary = summarize(values) if values else None
+        out[key] = entry_summary["mean"] if entry_summary else None
+        if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
+            out[key] = values[0]  # the same count in every run (params, epochs) stays a count
+        if key in CI_COLUMNS and entry_summary:
+            out[f"{key}_ci95_low"] = entry_summary["ci95_low"]
+            out[f"{key}_ci95_high"] = entry_summary["ci95_high"]
+    out["runs"] = len(rows)
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def compare_row(name: str, run: RunDir, suite: str | None) -> dict:
     cfg = run.read_config()
     result = run.read_result()
@@ -282,10 +379,19 @@ def columns_of(rows: list[dict]) -> list[str]:
     return cols
 
 
-def cell(value: Any, key: str) -> str:
-    """Table text: rates to 4 decimals, seconds to 2, params with thousands separators."""
+def shown_columns(rows: list[dict]) -> list[str]:
+    """The table's columns for people: the CI bounds are shown inside their metric's cell."""
+    return [c for c in columns_of(rows) if "_ci95_" not in c]
+
+
+def cell(value: Any, key: str, row: dict | None = None) -> str:
+    """Table text: rates to 4 decimals (a mean with its CI as mean ± half-width), seconds to
+    2, params with thousands separators."""
     if value is None:
         return "—"
+    low, high = (row or {}).get(f"{key}_ci95_low"), (row or {}).get(f"{key}_ci95_high")
+    if isinstance(value, float) and low is not None and high is not None:
+        return f"{value:.4f} ± {(high - low) / 2:.4f}"
     if isinstance(value, float) and key.endswith("_acc"):
         return f"{value:.4f}"
     if isinstance(value, float):
@@ -293,20 +399,47 @@ def cell(value: Any, key: str) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def to_markdown(rows: list[dict], study: Study) -> str:
-    cols = columns_of(rows)
-    lines = [f"# Comparison: {study.name}", "", f"Study `{study.path}`, {len(rows)} runs.", "",
-             "| " + " | ".join(cols) + " |",
+def to_markdown(rows: list[dict], study: Study,
+                results: list[tuple[str, Comparison]] = ()) -> str:
+    cols = shown_columns(rows)
+    lines = [f"# Comparison: {study.name}", "", f"Study `{study.path}`, {len(rows)} entries.",
+             "", "| " + " | ".join(cols) + " |",
              "|" + "|".join("---" if c in ("name", "model", "format") else "---:"
                             for c in cols) + "|"]
-    lines += ["| " + " | ".join(cell(r.get(c), c) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    lines += ["| " + " | ".join(cell(r.get(c), c, r) for c in cols) + " |" for r in rows]
+    if any(r.get("runs", 1) > 1 for r in rows):
+        lines += ["", "Entries with several runs show the mean over their seeds; ± is the "
+                  "half-width of the 95 % t-interval of that mean (compare.csv: *_ci95_low/high)."]
+    return "\n".join(lines + significance_markdown(results)) + "\n"
 
 
-def write_outputs(out: CompareDir, rows: list[dict], dirs: dict[str, Path], study: Study,
-                  log: Log) -> None:
-    out.write_table(columns_of(rows), rows, to_markdown(rows, study))
-    curves = {name: RunDir(d).read_metrics() for name, d in dirs.items()}
-    plot_overlaid_curves(curves, out.plots / "overlaid_curves.png", keys=CURVE_KEYS)
+def significance_markdown(results: list[tuple[str, Comparison]]) -> list[str]:
+    """The significance table and its one-sentence reading (empty with a single entry)."""
+    if not results:
+        return []
+    lines = ["", "## Significance", "",
+             "| pair | metric | test | n | p | p (Holm) | difference | significant (0.05) |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for metric, r in results:
+        p = "—" if r.p_value is None else f"{r.p_value:.3g}"
+        p_holm = "—" if r.p_holm is None else f"{r.p_holm:.3g}"
+        diff = "—" if r.mean_difference is None else f"{100 * r.mean_difference:+.2f} pp"
+        lines.append(f"| {r.a} vs {r.b} | {metric} | {r.test} | {r.n} | {p} | {p_holm} | "
+                     f"{diff} | {'yes' if r.significant else 'no'} |")
+    return lines + ["", significance_sentence([r for _, r in results])]
+
+
+def write_outputs(out: CompareDir, rows: list[dict], trained: list[Trained],
+                  results: list[tuple[str, Comparison]], study: Study, log: Log) -> None:
+    out.write_table(columns_of(rows), rows, to_markdown(rows, study, results))
+    out.write_significance(results)
+    if results:
+        log(significance_sentence([r for _, r in results]))
+    groups = {t.name: [run.read_metrics() for run in t.runs.values()] for t in trained}
+    if any(len(runs) > 1 for runs in groups.values()):
+        plot_mean_curves(groups, out.plots / "mean_curves.png", keys=CURVE_KEYS)
+    else:
+        plot_overlaid_curves({name: runs[0] for name, runs in groups.items()},
+                             out.plots / "overlaid_curves.png", keys=CURVE_KEYS)
     html, _ = write_report(out.path)
     log(f"report: {html}")

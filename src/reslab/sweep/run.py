@@ -5,17 +5,26 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
 from ..errors import ReslabError
 from ..report import write_report
 from ..runs.rundir import SweepDir, safe_name
 from ..utils import available_cores
+from .confirm import Confirmation, confirm, confirm_rows, confirmed_best
 from .monitor import Monitor, retry_map
-from .outputs import best_trial, fmt_value, write_best_yaml, write_factors_md, write_trials_csv
+from .outputs import (
+    best_trial,
+    confirmed_text,
+    fmt_value,
+    write_best_yaml,
+    write_factors_md,
+    write_trials_csv,
+)
 from .plots import write_plots
 from .spec import Sweep, load_sweep
 from .storage import default_url, make_storage, storage_errors
-from .study import fill_queue, open_study
+from .study import fill_queue, has_running, open_study
 from .workers import WorkerJob, run_processes
 
 
@@ -42,22 +51,40 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
             with Monitor(url, name, sweep):
                 # Always in worker processes: a native crash in a trial must not end the sweep.
                 lost = run_processes(job, workers, study)
+            confirmed = maybe_confirm(study, sweep, sweep_dir, workers, threads)
         except KeyboardInterrupt:
             # Keep what finished; re-running the command resumes the rest.
             write_outputs(sweep_dir, study, sweep)
             raise
-        write_outputs(sweep_dir, study, sweep)
+        write_outputs(sweep_dir, study, sweep, confirmed)
     for line in lost:
         print(f"reslab sweep: warning: {line}", file=sys.stderr)
     return sweep_dir.path
 
 
-def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep) -> None:
-    """trials.csv, best.yaml, factors.md, plots/ and report.html."""
+def maybe_confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir, workers: int,
+                  threads: int) -> list[Confirmation] | None:
+    """The confirmation (`confirm:`), once no trial is queued or running anywhere."""
+    if sweep.spec.confirm is None:
+        return None
+    if has_running(study) or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        print("Confirmation waits for the trials still running elsewhere; re-run the command "
+              "once they finish", flush=True)
+        return None
+    return confirm(study, sweep, sweep_dir, workers, threads)
+
+
+def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep,
+                  confirmed: list[Confirmation] | None = None) -> None:
+    """trials.csv, confirm.csv, best.yaml, factors.md, plots/ and report.html."""
     trials = study.get_trials(deepcopy=False)
     write_trials_csv(sweep_dir, trials, sweep, retry_map(trials))
-    best = best_trial(study)
-    best_path = write_best_yaml(sweep_dir, best, sweep)
+    best, chosen = best_trial(study), None
+    if confirmed is not None:
+        chosen = confirmed_best(confirmed, sweep)
+        sweep_dir.write_confirm(*confirm_rows(confirmed, chosen, sweep))
+        best = chosen.trial if chosen is not None else best
+    best_path = write_best_yaml(sweep_dir, best, sweep, chosen.summary if chosen else None)
     write_factors_md(sweep_dir, trials, sweep)
     write_plots(sweep_dir, study, sweep)
     _write_report(sweep_dir.path)
@@ -67,7 +94,9 @@ def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep) -> Non
     print("Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
     if best is not None:
         params = ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
-        print(f"Best trial {best.number}: {sweep.spec.objective.metric} {best.value:.4f} "
+        value = f"{best.value:.4f}" if chosen is None else \
+            f"confirmed {confirmed_text(chosen.summary)} (single run {best.value:.4f})"
+        print(f"Best trial {best.number}: {sweep.spec.objective.metric} {value} "
               f"({params}); config {best_path}")
     else:
         print("No trial completed.")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import Config, parse_mapping, read_yaml, set_key, validate
+from ..config import Config, fan_out_keys, parse_mapping, read_yaml, set_key, validate
 from ..errors import ReslabError
 
 Scalar = bool | int | float | str | None
@@ -90,6 +90,12 @@ class Heartbeat(_Strict):
         return self.grace or 3 * self.interval
 
 
+class Confirm(_Strict):
+    """Retrain the top_k trials with `repeats` fresh seeds; best.yaml is the best mean."""
+    top_k: int = Field(3, ge=1, le=100)
+    repeats: int = Field(3, ge=1, le=100)
+
+
 class SweepSpec(_Strict):
     base: str | dict[str, Any]
     space: dict[str, Factor] = Field(min_length=1)
@@ -99,6 +105,7 @@ class SweepSpec(_Strict):
     objective: Objective = Field(default_factory=Objective)
     seed: int = 0
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)
+    confirm: Confirm | None = None  # off by default
     name: str | None = None
     # Per-trial report.html, plots and TensorBoard logs cost more than a small trial's
     # training; the sweep's own report covers the trials.
@@ -191,6 +198,10 @@ def load_sweep(path: str | Path) -> Sweep:
     else:
         base_raw = spec.base
         base = validate(base_raw, f"{path}: base")
+    if fan_out_keys(base):
+        raise ReslabError(f"{path}: base: {', '.join(fan_out_keys(base))} names several runs; "
+                          "a trial is one run (retrain the best trials over seeds with "
+                          "confirm: {top_k: 3, repeats: 3})")
     sweep = Sweep(spec, path, base_raw, base)
     _normalise_space(sweep)
     return sweep

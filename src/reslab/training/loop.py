@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, PhaseConfig, load_config, parse_duration
+from ..config import Config, PhaseConfig, load_config, parse_duration, require_single_run
 from ..data import DataBundle, load_data
 from ..data.augment import build_train_augment
 from ..data.display import to_display_uint8
@@ -138,6 +138,7 @@ def run_training(config=None, out: str | Path | None = None, resume: str | Path 
 def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Session:
     run = RunDir.open(resume) if resume is not None else None
     cfg = run.read_config(overrides) if run else load_config(config, overrides)
+    require_single_run(cfg)  # a train.seed list or data.folds alone: training/repeats.py
     threads = configure_threads(cfg.train.threads, dist.local_world_size)
     device = dist.device(cfg.train.device)
     data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
@@ -594,6 +595,8 @@ def final_evaluation(s: Session) -> dict:
     logits, labels = predict_batches(s.model, eval_loader(s, split), tta=s.cfg.train.tta,
                                      amp_dtype=s.amp)
     loss, acc = loss_and_accuracy(logits, labels)
+    confidence, pred = logits.float().softmax(1).max(1)  # per image: McNemar's test pairs runs
+    s.run.write_predictions(labels.numpy(), pred.numpy(), confidence.numpy())
     metrics = classification_metrics(logits, labels, s.data.classes)
     s.run.write_evaluation(confusion_matrix(labels, logits.argmax(1), len(s.data.classes)),
                            s.data.classes, {"split": split, "n": len(labels), **metrics})
