@@ -272,7 +272,7 @@ def fast_vs_seed(args: argparse.Namespace, out: Path) -> None:
     print(f"seed recipe: held-out acc {seed['val_acc']:.4f}, {seed['img_s']:.0f} img/s, "
           f"{seed['epochs']:.2f} epochs, {seed['wall_s']:.0f} s")
     print(f"budget {args.budget}: fast {fast['acc']:.4f} vs seed {seed['val_acc']:.4f} "
-          f"(+{100 * (fast['acc'] - seed['val_acc']):.1f} pp), speed ratio "
+          f"({100 * (fast['acc'] - seed['val_acc']):+.1f} pp), speed ratio "
           f"{fast['img_s'] / seed['img_s']:.1f}x")
 
 

@@ -23,7 +23,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "examples" / "cifar10-fast.yaml"
 # Different values per class, so the config a run records says which class it took.
 SETS = {"cpu-fp32": {"model.width": 4, "train.batch_size": 32},
         "cpu-bf16": {"model.width": 6, "train.batch_size": 48},
-        "cuda": {"model.width": 8, "train.batch_size": 64}}
+        "cuda": {"model.width": 10, "train.batch_size": 40}}
 
 
 def native_bf16(monkeypatch, native: bool) -> None:
@@ -96,6 +96,14 @@ def test_a_run_records_what_its_class_applied_and_resume_keeps_it(tmp_path, fast
     # Training the recorded config again elsewhere reproduces what ran, too.
     again, _ = apply_machine(load_config(tmp_path / "r" / "config.yaml"), torch.device("cpu"))
     assert again.model.width == 4 and again.train.batch_size == 32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_cuda_run_takes_the_cuda_set(tmp_path, fast_config):
+    reslab.train({**fast_config(train={"device": "cuda", "epochs": 1}), "machine": SETS},
+                 out=tmp_path / "r", quiet=True)
+    cfg = RunDir(tmp_path / "r").read_config()
+    assert cfg.machine == {"cuda": SETS["cuda"]} and cfg.model.width == 10
 
 
 @pytest.mark.parametrize("machine, expected", [
