@@ -253,7 +253,8 @@ def run_phase(s: Session, p: int) -> str:
             if steps == 0:  # the time budget ran out before a step
                 return "time_budget"
             train_s, validated = time.perf_counter() - t0, validation_due(s, p, epoch)
-            row = {"epoch": epoch, **train, **(validate(s) if validated else skipped(s)), "lr": lr}
+            evaluated = validate(s) if validated else not_validated(s)
+            row = {"epoch": epoch, **train, **evaluated, "lr": lr}
         except Diverged as err:
             return diverged(s, epoch, err)
         row["seconds"] = time.perf_counter() - t0
@@ -447,7 +448,7 @@ def validation_due(s: Session, p: int, epoch: int) -> bool:
     return epoch % every == 0 or last
 
 
-def skipped(s: Session) -> dict:
+def not_validated(s: Session) -> dict:
     """The row's validation keys of an epoch not validated (`train.eval_every`): all None."""
     splits = ["val"] + (["test"] if s.data.test is not None else [])
     suffixes = ["", "_ema"] if s.ema is not None else [""]
