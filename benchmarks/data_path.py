@@ -28,7 +28,7 @@ from reslab.data import load_data
 from reslab.data.augment import build_train_augment
 from reslab.data.loader import BatchLoader, Normalizer
 from reslab.models import build_model
-from reslab.train.runtime import amp_dtype, configure_threads
+from reslab.runs.device import amp_dtype, configure_threads
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "train"
 
@@ -117,7 +117,7 @@ def bench_config(args: argparse.Namespace):
 def main() -> None:
     args = parse_args()
     cfg = bench_config(args)
-    threads = configure_threads(None, type("D", (), {"local_world_size": 1})())
+    threads = configure_threads(None, 1)
     amp = amp_dtype(args.amp, torch.device("cpu"))
     t0 = time.perf_counter()
     data = load_data(cfg.data)  # decode once (or open the cache) before timing anything

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reslab.config import load_config
 from reslab.models import build_model
-from reslab.train.runtime import amp_dtype
+from reslab.runs.device import amp_dtype
 
 MODELS = {"resnet18-w42": ["model.arch=resnet18", "model.width=42"],
           "resnet20": ["model.arch=resnet20"]}

@@ -29,6 +29,8 @@ AUGMENT_BASES = ("none", "flip", "crop", "crop-flip", "crop-flip-gray", "imagene
                  "imagenet-phase2")
 AUGMENT_POLICIES = ("trivialaugment", "randaugment")
 AUGMENT_PRESETS = AUGMENT_BASES + AUGMENT_POLICIES
+# `machine:` classes (detected in runs/machine.py from the facts `train.amp: auto` uses).
+MACHINE_CLASSES = ("cpu-fp32", "cpu-bf16", "cuda")
 
 
 def split_augment(name: str) -> tuple[str, str | None]:
@@ -289,6 +291,8 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(None, gt=0.0)            # max total grad norm; null: off
     accumulate: int = Field(1, ge=1, le=4096)                # micro-batches per optimizer step
     init: Literal["default", "whiten"] = "default"           # whiten: the first conv (init.py)
+    # Validate after every N-th epoch and the last one; 0: only the final evaluation.
+    eval_every: int = Field(1, ge=0, le=100_000)
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -323,12 +327,55 @@ class TrainConfig(Section):
             parse_duration(v)
         return v
 
+    @model_validator(mode="after")
+    def _validated_every_epoch(self) -> TrainConfig:
+        # Skipped epochs have no val metrics: these would fall back to the train ones.
+        es, plateau = self.early_stopping, self.scheduler == "plateau"
+        watchers = [k for k, on in (
+            ("early stopping", es.enabled and es.monitor.startswith("val_")),
+            ("plateau scheduler", plateau and self.plateau.monitor.startswith("val_")),
+        ) if on]
+        if self.eval_every != 1 and watchers:
+            raise ValueError(f"train.eval_every = {self.eval_every}: the {watchers[0]} needs a "
+                             f"validation every epoch (eval_every: 1)")
+        return self
+
 
 class Config(Section):
     name: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # Per machine class, `--set`-style overrides ({train.batch_size: 512, ...}) that a new run
+    # applies once its device is known (runs/machine.py); its config.yaml keeps the one applied.
+    machine: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("machine")
+    @classmethod
+    def _machine_keys(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, sets in v.items():
+            if name not in MACHINE_CLASSES:
+                raise ValueError(f"unknown machine class {name!r} (expected "
+                                 f"{', '.join(MACHINE_CLASSES)})")
+            bad = [k for k in sets if k.partition(".")[0] not in ("data", "model", "train")
+                   or "." not in k or k == "train.device"]
+            if bad:
+                raise ValueError(f"machine.{name}: {bad[0]!r} is not a dotted data.*, model.* "
+                                 f"or train.* key (train.device chooses the class itself)")
+        return v
+
+    @model_validator(mode="after")
+    def _machine_sets(self) -> Config:
+        """Each class's overrides must give a valid config on top of the rest of this one."""
+        for name, sets in self.machine.items():
+            raw = self.model_dump(mode="json", exclude={"machine"})
+            for key, value in sets.items():
+                set_key(raw, key, value)
+            try:
+                Config.model_validate(raw)
+            except ValidationError as err:
+                raise ValueError(format_validation_error(err, f"machine.{name}")) from None
+        return self
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")

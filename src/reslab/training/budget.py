@@ -55,9 +55,10 @@ class Budget:
     during an epoch and `after_epoch` after its validation."""
 
     def __init__(self, seconds: float, steps_per_epoch: int, step_s: float, val_s: float,
-                 final_s: float):
+                 final_s: float, val_per_epoch: float = 1.0):
         self.seconds, self.steps_per_epoch = seconds, steps_per_epoch
         self.step_s, self.val_s, self.final_s = step_s, val_s, final_s
+        self.val_per_epoch = val_per_epoch  # validations per epoch (train.eval_every)
         self.start = time.perf_counter()
         self._mark: tuple[float, int] | None = None
         self.total_steps = self._fit(0)
@@ -66,9 +67,11 @@ class Budget:
         return time.perf_counter() - self.start
 
     def _fit(self, done: int) -> int:
-        # Keep back this epoch's validation, the final evaluation and 2 % for checkpoints.
-        left = self.seconds - self.elapsed() - self.val_s - self.final_s - 0.02 * self.seconds
-        per_step = self.step_s + self.val_s / self.steps_per_epoch
+        # Keep back this epoch's validation (if any run), the final evaluation and 2 % for
+        # checkpoints.
+        val_s = self.val_s if self.val_per_epoch else 0.0
+        left = self.seconds - self.elapsed() - val_s - self.final_s - 0.02 * self.seconds
+        per_step = self.step_s + val_s * self.val_per_epoch / self.steps_per_epoch
         return max(1, done, done + math.floor(max(0.0, left) / per_step))
 
     def steps_allowed(self, steps_done: int, step_in_epoch: int) -> int:
@@ -84,10 +87,13 @@ class Budget:
         self.total_steps = self._fit(steps_done)
         return self.total_steps
 
-    def after_epoch(self, steps_done: int, val_seconds: float, final_share: float) -> bool:
-        """Re-plan with the measured validation time; True when the budget is spent.
-        `final_share`: the final evaluation's cost relative to one validation."""
-        self.val_s, self.final_s = val_seconds, val_seconds * final_share
+    def after_epoch(self, steps_done: int, val_seconds: float | None,
+                    final_share: float) -> bool:
+        """Re-plan with the measured validation time (None: the epoch was not validated, the
+        estimates stand); True when the budget is spent. `final_share`: the final
+        evaluation's cost relative to one validation."""
+        if val_seconds is not None:
+            self.val_s, self.final_s = val_seconds, val_seconds * final_share
         self.total_steps = self._fit(steps_done)
         return steps_done >= self.total_steps
 

@@ -43,6 +43,7 @@ from ..runs.infer import (
     most_confident_mistakes,
     predict_batches,
 )
+from ..runs.machine import apply_machine
 from ..runs.metrics import classification_metrics
 from ..runs.rundir import RESULT_METRICS, RunDir
 from .budget import Budget, Timing, describe, probe_timing
@@ -139,8 +140,10 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
     run = RunDir.open(resume) if resume is not None else None
     cfg = run.read_config(overrides) if run else load_config(config, overrides)
     require_single_run(cfg)  # a train.seed list or data.folds alone: training/repeats.py
-    threads = configure_threads(cfg.train.threads, dist.local_world_size)
     device = dist.device(cfg.train.device)
+    # A new run takes its machine class's overrides; a resumed one has them in config.yaml.
+    cfg, machine_note = (cfg, None) if run else apply_machine(cfg, device, overrides)
+    threads = configure_threads(cfg.train.threads, dist.local_world_size)
     data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
     ckpt = load_checkpoint(run.last) if run and run.has_started() else None
     model = make_model(cfg, data, device, dist, pretrained=ckpt is None)
@@ -155,8 +158,9 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
         preload_metrics()
     amp = amp_dtype(cfg.train.amp, device)
     log = (lambda line: None) if quiet or not dist.is_main else print
-    if init_note:
-        log(init_note)
+    for note in (machine_note, init_note):
+        if note:
+            log(note)
     module = dist.wrap(model, unused_params=cfg.train.freeze_backbone_epochs > 0)
     s = Session(cfg, run, data, model, torch.compile(module) if cfg.train.compile else module,
                 device, dist, amp, grad_scaler(amp, device), Tracker(cfg, run.path), log)
@@ -277,8 +281,9 @@ def run_phase(s: Session, p: int) -> str:
             train, steps = train_one_epoch(s, loader, opt, sched if per_step else None, epoch)
             if steps == 0:  # the time budget ran out before a step
                 return "time_budget"
-            train_s = time.perf_counter() - t0
-            row = {"epoch": epoch, **train, **validate(s), "lr": lr}
+            train_s, validated = time.perf_counter() - t0, validation_due(s, p, epoch)
+            evaluated = validate(s) if validated else not_validated(s)
+            row = {"epoch": epoch, **train, **evaluated, "lr": lr}
         except Diverged as err:
             return diverged(s, epoch, err)
         row["seconds"] = time.perf_counter() - t0
@@ -286,7 +291,8 @@ def run_phase(s: Session, p: int) -> str:
             sched.step(monitored(row, cfg.plateau.monitor))
         stop = early.update(epoch, monitored(row, cfg.early_stopping.monitor))
         out_of_time = s.budget is not None and s.budget.after_epoch(
-            s.state.phase_step, row["seconds"] - train_s, final_eval_share(s))
+            s.state.phase_step, row["seconds"] - train_s if validated else None,
+            final_eval_share(s))
         record_epoch(s, row, p, opt, sched, early, stop or out_of_time)
         if stop:
             return early_stopped(s, epoch)
@@ -397,8 +403,10 @@ def train_step(s: Session, group: list[tuple[torch.Tensor, torch.Tensor, float]]
         with s.dist.no_sync(s.module, skip=i < len(group) - 1):
             loss, logits = forward_backward(s, x, y, weight)
         labels = y.argmax(1) if y.is_floating_point() else y  # soft targets: their top class
+        # torch.full, not torch.tensor: a tensor from a Python number is copied from the
+        # host, and that blocking copy waits for the GPU queue every step.
         stats[:3] += torch.stack([loss.float(), (logits.argmax(1) == labels).sum().float(),
-                                  torch.tensor(float(len(y)), device=s.device)])
+                                  torch.full((), float(len(y)), device=s.device)])
     stats[3:] = clip_gradients(s, opt)
     s.scaler.step(opt)
     s.scaler.update()
@@ -457,6 +465,23 @@ def clip_gradients(s: Session, opt) -> torch.Tensor:
     norm = torch.nn.utils.clip_grad_norm_(params, s.cfg.train.grad_clip).float()
     finite = torch.isfinite(norm)
     return torch.stack([torch.where(finite, norm, 0.0), finite.float()])
+
+
+def validation_due(s: Session, p: int, epoch: int) -> bool:
+    """`train.eval_every` N: validate every N-th epoch and the phase's last one (under a time
+    budget: the epoch that used up its planned steps); 0: never (the final evaluation only)."""
+    every = s.cfg.train.eval_every
+    if every <= 1:
+        return every == 1
+    last = s.state.phase_step >= s.budget.total_steps if s.budget else epoch >= s.phase_end(p)
+    return epoch % every == 0 or last
+
+
+def not_validated(s: Session) -> dict:
+    """The row's validation keys of an epoch not validated (`train.eval_every`): all None."""
+    splits = ["val"] + (["test"] if s.data.test is not None else [])
+    suffixes = ["", "_ema"] if s.ema is not None else [""]
+    return {f"{split}_{m}{x}": None for x in suffixes for split in splits for m in ("loss", "acc")}
 
 
 def validate(s: Session) -> dict:
@@ -641,7 +666,8 @@ def estimate_duration(s: Session, steps: int) -> float | None:
         return None
     epochs = sum(s.phase_end(p) - max(s.state.epoch, s.phase_end(p) - ph.epochs)
                  for p, ph in enumerate(s.phases) if not phase_finished(s, p))
-    per_epoch = steps * step_seconds(s) + eval_images(s)[0] * s.timing.eval_image_s
+    per_epoch = steps * step_seconds(s) + eval_images(s)[0] * s.timing.eval_image_s * \
+        validations_per_epoch(s)
     total = epochs * per_epoch + eval_images(s)[1] * s.timing.eval_image_s
     s.log(f"Estimated duration: {describe(total)} ({epochs} epochs of {steps} steps, "
           f"~{describe(per_epoch)} each)")
@@ -654,7 +680,7 @@ def plan_budget(s: Session, p: int, steps_per_epoch: int) -> Budget | None:
     n_val, n_final = eval_images(s)
     seconds = parse_duration(s.cfg.train.time_budget) - s.state.seconds
     budget = Budget(seconds, steps_per_epoch, step_seconds(s), n_val * s.timing.eval_image_s,
-                    n_final * s.timing.eval_image_s)
+                    n_final * s.timing.eval_image_s, validations_per_epoch(s))
     s.log(f"Time budget {describe(seconds)}: planning {budget.total_steps} steps "
           f"(~{budget.total_steps / steps_per_epoch:.1f} epochs at "
           f"{s.cfg.train.batch_size / s.timing.step_s:.0f} img/s), re-planned every epoch")
@@ -676,6 +702,12 @@ def eval_images(s: Session) -> tuple[int, float]:
     n_val = sum(len(d) for d in (s.data.val, s.data.test) if d is not None)
     n_val *= 2 if s.ema is not None else 1  # the EMA weights are evaluated too
     return n_val, len(s.data.test or s.data.val or []) * (4 if s.cfg.train.tta else 1)
+
+
+def validations_per_epoch(s: Session) -> float:
+    """1 / `train.eval_every` (0 when only the final evaluation runs)."""
+    every = s.cfg.train.eval_every
+    return 1.0 / every if every else 0.0
 
 
 def final_eval_share(s: Session) -> float:
@@ -715,7 +747,9 @@ def epoch_line(row: dict) -> str:
 
 
 def summary_line(result: dict, path: Path) -> str:
+    final_val = result.get("val_acc_best_model")  # the only one under train.eval_every: 0
     parts = [f"best val acc {result['best_val_acc']:.4f}" if result["best_val_acc"] is not None
+             else f"final val acc {final_val:.4f}" if final_val is not None
              else "no validation split"]
     if result["test_acc"] is not None:
         parts.append(f"test acc {result['test_acc']:.4f}")
