@@ -125,3 +125,25 @@ def test_gpu_benchmark_runs_on_cpu(tmp_path, make_tree):
     cfg = yaml.safe_load((out / "reslab" / "config.yaml").read_text())["train"]
     assert (cfg["batch_size"], cfg["eval_batch_size"], cfg["epochs"]) == (512, 2000, 2)
     assert cfg["time_budget"] is None and cfg["channels_last"] and cfg["amp"] == "auto"
+
+
+def test_portability_rewrite_keeps_the_function_and_the_script_prints_both_ratios():
+    import torch
+
+    from reslab.config import load_config
+    from reslab.models import build_model
+
+    bench = load_script("portability")
+    torch.manual_seed(0)
+    direct = build_model(load_config(None, ["model.arch=resnet20", "model.width=16"]).model, 10, 3)
+    rewritten = bench.rewrite_all(build_model(
+        load_config(None, ["model.arch=resnet20", "model.width=16"]).model, 10, 3))
+    rewritten.load_state_dict(direct.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    direct.eval(), rewritten.eval()
+    assert any(type(m) is bench.SubsampledPointwiseConv for m in rewritten.modules())
+    assert torch.allclose(direct(x), rewritten(x), atol=1e-5)
+    out = run_script("portability", "--batch", "4", "--steps", "1", "--rounds", "1")
+    for name in bench.MODELS:
+        assert f"{name}: rewrite / direct = " in out
+        assert f"{name}: deterministic / default = " in out
