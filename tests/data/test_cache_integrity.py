@@ -83,6 +83,7 @@ def test_missing_array_is_detected_and_rebuilt(setup, capsys):
     (lambda m: json.dumps({**m, "array": {**m["array"], "crc32": m["array"]["crc32"][:0]}}),
      "bad crc32"),
     (lambda m: json.dumps({**m, "version": 1}), "bad version"),
+    (lambda m: json.dumps({**m, "sources": ["int64"]}), "bad sources"),
 ])
 def test_garbled_meta_is_detected_and_rebuilt(setup, capsys, garble, expected):
     cfg, clean, entry = setup

@@ -8,8 +8,6 @@ from reslab.evaluate import evaluate_run
 from reslab.evaluate.perturb import CORRUPTIONS, SEED_SUITE, shift_intensity
 from reslab.evaluate.robustness import (
     on_rgb,
-    raw_seed_fn,
-    raw_stored,
     run_robustness,
     through_display,
 )
@@ -101,13 +99,7 @@ def test_float_formats_round_trip_through_display(fmt):
     assert torch.allclose(back.float(), stored.float(), atol=2e-3, rtol=2e-3)
 
 
-def test_raw_mode_adds_to_stored_float_values_without_clamping():
-    stored = torch.tensor([-9.0, 0.5, 1.5]).view(1, 1, 1, 3).expand(1, 3, 1, 3).half()
-    out = raw_stored(stored, raw_seed_fn("intensity_plus50", stored.dtype), 1.0)
-    assert torch.allclose(out.float(), stored.float() + 50 / 255, atol=2e-3)
-    u8 = torch.tensor([0, 100, 250], dtype=torch.uint8).view(1, 1, 1, 3).expand(1, 3, 1, 3)
-    raw_u8 = raw_stored(u8, raw_seed_fn("combined", torch.uint8), 255.0)
-    assert torch.equal(raw_u8, through_display(u8, SEED_SUITE["combined"], "srgb", 255.0))
+# Raw mode's units per format: test_robustness_raw.py.
 
 
 def test_grey_images_are_perturbed_as_rgb_and_averaged_back():

@@ -42,10 +42,25 @@ def test_format_study_arms_differ_only_in_encoding():
     assert arms["jpeg"] == arms["linear"] == arms["log"]
 
 
-def test_pretrained_head_recipe():
-    cfg = load_config(EXAMPLES / "pretrained-head" / "resnet101.yaml")
+@pytest.mark.parametrize("arch", ["resnet34", "resnet50", "resnet101"])
+def test_pretrained_head_recipe(arch):
+    from reslab.data.augment import imagenet_step
+
+    cfg = load_config(EXAMPLES / "pretrained-head" / f"{arch}.yaml")
+    assert cfg.model.arch == f"tv:{arch}"
     assert cfg.model.head.hidden == [1024] and cfg.model.head.batchnorm
     first, second = cfg.train.phases
     assert (first.augment, second.augment) == ("imagenet-phase1", "imagenet-phase2")
     assert second.start_from == "best" and second.lr_scale == 0.5
     assert 0 < cfg.train.freeze_backbone_epochs < first.epochs
+    # S4 selected its best model by validation loss, and jittered hue by 0.1 (both phases).
+    assert cfg.train.monitor == "val_loss" and cfg.train.final_weights == "best"
+    assert [imagenet_step(p.augment, cfg.data).hue for p in (first, second)] == [0.1, 0.1]
+
+
+def test_cifar10_resnet18_is_the_s1_recipe():
+    """S1: grayscale with probability 0.5 and no early stopping (that rule was S0's)."""
+    cfg = load_config(EXAMPLES / "cifar10-resnet18-5m.yaml")
+    assert cfg.data.augment == "crop-flip-gray" and cfg.data.gray_p == 0.5
+    assert not cfg.train.early_stopping.enabled
+    assert (cfg.model.arch, cfg.model.width, cfg.train.epochs) == ("resnet18", 42, 60)

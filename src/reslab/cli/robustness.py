@@ -14,8 +14,12 @@ The first row, clean, is the accuracy `reslab eval` reports on the same data.
 Perturbations act in display space: stored images are decoded to sRGB [0,1] for the run's
 format (8-bit /255; linear and log data through the sRGB curve), perturbed, and encoded back
 (8-bit data rounded to the nearest level, as the original study perturbed uint8 images).
---raw instead adds the seed suite's amounts to the stored values, as the original study did.
-Grey images are repeated to RGB, perturbed and averaged back to one channel."""
+--raw instead adds the seed suite's amounts (+50; B+10/G+20/R+30) to the stored values, as the
+original study did, in the units of the files the images were decoded from: 8-bit files in
+levels of 255 (saturating at 0 and 255), 16-bit files in levels of 65535 (+50 = 0.00076 of full
+scale; saturating at 0 and 65535), float files (EXR, float TIFF) on the stored value itself
+(+50 on a log value; unclamped). Grey images are repeated to RGB, perturbed and averaged back
+to one channel."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -30,10 +34,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "B+10/G+20/R+30, rotation 30 degrees and all three combined; corruptions: "
                    "10 CIFAR-10-C corruptions x 5 severities; all: both (default: seed)")
     p.add_argument("--raw", action="store_true",
-                   help="apply the seed suite to the STORED values as the original study did: "
-                   "add amount/255 directly (identical to display mode for 8-bit sRGB data; "
-                   "for linear/log data no display conversion and no clamping). Corruptions "
-                   "always run in display space")
+                   help="apply the seed suite to the STORED values as the original study did, "
+                   "each amount in the source files' own units: 8-bit +50 of 255 and 16-bit +50 "
+                   "of 65535 (both saturating; 8-bit sRGB equals display mode), float (EXR, "
+                   "float TIFF) +50 on the stored value, unclamped. Corruptions always run in "
+                   "display space")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random corruptions' noise (default 0)")
     return p

@@ -20,6 +20,9 @@ class ImageSet:
     images: torch.Tensor                    # (N,C,H,W) uint8, or float16 for HDR data
     labels: torch.Tensor                    # (N,) int64
     paths: list[str] | None = None
+    # Sample types of the files the images were decoded from (uint8, uint16, float16,
+    # float32; see cache.py): the units of `robustness --raw`. Empty when not known.
+    sources: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -54,7 +57,8 @@ def preprocess_of(cfg: DataConfig) -> Preprocess:
 
 
 def decode_listing(listing: Listing, cfg: DataConfig, progress: bool = True) -> tuple:
-    """(images, labels, split, paths) with folder files decoded through the cache."""
+    """(images, labels, split, paths, sources) with folder files decoded through the cache;
+    `sources`: the files' sample types (ImageSet.sources)."""
     if listing.arrays is not None:
         images = listing.arrays
         if cfg.image_size and images.shape[-1] != cfg.image_size:
@@ -64,12 +68,12 @@ def decode_listing(listing: Listing, cfg: DataConfig, progress: bool = True) -> 
             # Batched, in chunks so a float copy of the whole set is never held at once.
             images = np.concatenate([resample(images[i:i + 4096], s, s)
                                      for i in range(0, len(images), 4096)])
-        return images, listing.labels, listing.split, None
-    images, kept = decode_files(listing.files, preprocess_of(cfg), cfg.cache_dir, cfg.skip_bad,
-                                cfg.workers, progress, cfg.max_pixels)
+        return images, listing.labels, listing.split, None, (images.dtype.name,)
+    images, kept, sources = decode_files(listing.files, preprocess_of(cfg), cfg.cache_dir,
+                                         cfg.skip_bad, cfg.workers, progress, cfg.max_pixels)
     split = listing.split[kept] if listing.split is not None else None
     paths = [str(listing.files[i]) for i in kept]
-    return images, listing.labels[kept], split, paths
+    return images, listing.labels[kept], split, paths, tuple(sources)
 
 
 def first_per_class(labels: np.ndarray, k: int) -> np.ndarray:
@@ -145,7 +149,7 @@ def detect_format(cfg: DataConfig, images: np.ndarray, paths: list[str] | None) 
 def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:
     """Read, decode (once, cached) and split the configured data source."""
     listing = load_listing(cfg)
-    images, labels, split, paths = decode_listing(listing, cfg, progress)
+    images, labels, split, paths, sources = decode_listing(listing, cfg, progress)
     if cfg.max_per_class and listing.arrays is not None:
         keep = first_per_class(labels, cfg.max_per_class)
         images, labels = images[keep], labels[keep]
@@ -156,7 +160,8 @@ def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:
         idx = np.flatnonzero(split == i)
         sets[name] = ImageSet(torch.from_numpy(np.ascontiguousarray(images[idx])),
                               torch.from_numpy(labels[idx]),
-                              [paths[j] for j in idx] if paths else None) if len(idx) else None
+                              [paths[j] for j in idx] if paths else None,
+                              sources) if len(idx) else None
     if sets["train"] is None:
         raise ReslabError(f"data: no training images left after the split "
                           f"(val_fraction={cfg.val_fraction}, test_fraction={cfg.test_fraction})")

@@ -2,7 +2,9 @@
 
 The cache key covers the file list, each file's size and mtime, and the preprocessing, so an
 edited dataset or a new crop size decodes again and nothing stale is ever read. 8-bit images
-are stored as uint8; 16-bit and float (HDR) images as float16 in [0,1] / as stored.
+are stored as uint8; 16-bit and float (HDR) images as float16 in [0,1] / as stored. As float16
+cannot tell 16-bit from float files apart, meta.json records the files' own sample types
+(`sources`: uint8, uint16, float16, float32), the units `robustness --raw` adds its amounts in.
 
 Integrity. An entry is `images.npy` plus `meta.json`, which records the array's shape, dtype,
 byte count, a CRC32 per 4 MiB chunk, and the file's (size, mtime, ctime, inode) when its
@@ -54,11 +56,12 @@ from ..progress import track
 from ..utils import atomic_write_text, available_cores, fsync_dir
 from .imageio import DEFAULT_MAX_PIXELS
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3                 # 3: meta.json records `sources`
 CHUNK_BYTES = 4 << 20
 FULL_CHECK_BYTES = 1 << 30        # entries up to this size are checksummed whole on every open
 SAMPLED_CHUNKS = 8                # chunks checked on each open of a larger, unchanged entry
 STORED_DTYPES = ("uint8", "float16")
+SOURCE_DTYPES = ("uint8", "uint16", "float16", "float32")  # what read_image returns
 # Peak bytes per pixel of decoding + preprocessing (float32 copies of an RGB(A) image), with
 # room to spare: the worker's address-space allowance above its size at start.
 DECODE_BYTES_PER_PIXEL = 64
@@ -128,15 +131,18 @@ def cache_key(files: list[Path], prep: Preprocess, skip_bad: bool,
 
 def decode_files(files: list[Path], prep: Preprocess, cache_dir: Path | None,
                  skip_bad: bool = False, workers: int | None = None, progress: bool = True,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[int]]:
-    """(N,C,H,W) array of every file (bad files dropped when skip_bad) and the kept indices."""
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[int], list[str]]:
+    """(N,C,H,W) array of every file (bad files dropped when skip_bad), the kept indices and
+    the files' sample types (`sources`, sorted)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     entry = cache_dir / f"images-{cache_key(files, prep, skip_bad, max_pixels)}"
     cached = open_entry(entry, len(files))
     if cached is not None:
         return cached
-    images, kept, bad = _decode_all(files, prep, skip_bad, workers, progress, max_pixels)
-    return write_entry(entry, images, {"n": len(files), "kept": kept, "bad": bad})
+    images, kept, bad, sources = _decode_all(files, prep, skip_bad, workers, progress,
+                                             max_pixels)
+    return write_entry(entry, images, {"n": len(files), "kept": kept, "bad": bad,
+                                       "sources": sources})
 
 
 # ---------------------------------------------------------------- reading and checking entries
@@ -145,9 +151,9 @@ class _Damaged(Exception):
     """A cache entry that must not be used; the message (one line) says why."""
 
 
-def open_entry(entry: Path, n_files: int) -> tuple[np.ndarray, list[int]] | None:
-    """The entry's memory-mapped array and kept indices; None when it must be decoded: absent,
-    or unusable, which one warning line on stderr reports."""
+def open_entry(entry: Path, n_files: int) -> tuple[np.ndarray, list[int], list[str]] | None:
+    """The entry's memory-mapped array, kept indices and sources; None when it must be decoded:
+    absent, or unusable, which one warning line on stderr reports."""
     meta_path = entry / "meta.json"
     if not meta_path.exists():
         if (entry / "images.npy").exists():
@@ -160,7 +166,7 @@ def open_entry(entry: Path, n_files: int) -> tuple[np.ndarray, list[int]] | None
         _warn_unusable(entry, str(err))
         return None
     _report_bad(meta["bad"])
-    return images, meta["kept"]
+    return images, meta["kept"], meta["sources"]
 
 
 def _warn_unusable(entry: Path, reason: str) -> None:
@@ -195,6 +201,7 @@ def _meta_problems(meta: dict, n_files: int) -> list[str]:
         "kept": all(type(i) is int for i in kept) and kept == sorted(set(kept))
         and all(0 <= i < n_files for i in kept[:1] + kept[-1:]),
         "bad": isinstance(meta["bad"], list),
+        "sources": isinstance(meta["sources"], list) and set(meta["sources"]) <= set(SOURCE_DTYPES),
         "nbytes": arr["nbytes"] == nbytes,
         "crc32": type(chunk) is int and chunk > 0 and len(sums) == -(-nbytes // chunk)
         and all(type(c) is int for c in sums),
@@ -271,9 +278,10 @@ def _record_verified(meta_path: Path, meta: dict, st: os.stat_result) -> None:
 
 # ---------------------------------------------------------------- writing entries
 
-def write_entry(entry: Path, images: np.ndarray, info: dict) -> tuple[np.ndarray, list[int]]:
-    """Write an entry crash-safely (see the module docstring) and map it; `info` holds n, kept
-    and bad. Until the new meta.json exists, the entry reads as absent."""
+def write_entry(entry: Path, images: np.ndarray,
+                info: dict) -> tuple[np.ndarray, list[int], list[str]]:
+    """Write an entry crash-safely (see the module docstring) and map it; `info` holds n, kept,
+    bad and sources. Until the new meta.json exists, the entry reads as absent."""
     images = np.ascontiguousarray(images)
     data_path, meta_path = entry / "images.npy", entry / "meta.json"
     try:
@@ -292,7 +300,7 @@ def write_entry(entry: Path, images: np.ndarray, info: dict) -> tuple[np.ndarray
                           f"({err.strerror or err})") from None
     mapped = np.memmap(data_path, dtype=images.dtype, mode="r", offset=offset,
                        shape=images.shape)
-    return mapped, info["kept"]
+    return mapped, info["kept"], info["sources"]
 
 
 def _write_array(entry: Path, images: np.ndarray) -> int:
@@ -372,7 +380,7 @@ def _stored(arr: np.ndarray) -> np.ndarray:
 def _decode_all(files, prep, skip_bad, workers, progress, max_pixels=DEFAULT_MAX_PIXELS):
     workers = workers or min(available_cores(), 8)
     jobs = [(f, prep, skip_bad, max_pixels) for f in files]
-    out, kept, bad = None, [], []
+    out, kept, bad, sources = None, [], [], set()
     pool = (ProcessPoolExecutor(workers, initializer=_worker_init,
                                 initargs=(_worker_allowance(max_pixels),))
             if workers > 1 and len(files) > 256 else None)
@@ -383,6 +391,7 @@ def _decode_all(files, prep, skip_bad, workers, progress, max_pixels=DEFAULT_MAX
             if isinstance(arr, str):
                 bad.append(arr)
                 continue
+            sources.add(arr.dtype.name)
             arr = _stored(arr)
             if out is None:
                 out = np.empty((len(files), *arr.shape), arr.dtype)
@@ -401,7 +410,7 @@ def _decode_all(files, prep, skip_bad, workers, progress, max_pixels=DEFAULT_MAX
     _report_bad(bad)
     if out is None:
         raise ReslabError("no readable images: every file failed to decode")
-    return out[: len(kept)], kept, bad
+    return out[: len(kept)], kept, bad, sorted(sources)
 
 
 def _report_bad(bad: list[str]) -> None:

@@ -30,12 +30,12 @@ def labeled_tree(lr: LoadedRun, root: Path) -> ImageSet:
 
 
 def decode_set(lr: LoadedRun, listing: Listing) -> ImageSet:
-    images, labels, _, paths = decode_listing(listing, lr.cfg.data)
+    images, labels, _, paths, sources = decode_listing(listing, lr.cfg.data)
     if (images.dtype == np.uint8) != (lr.norm["scale"] == 255.0):
         raise ReslabError(f"{listing.root}: images are {images.dtype} but the model was trained "
                           f"on {'8-bit' if lr.norm['scale'] == 255.0 else 'HDR'} data")
     images = match_channels(torch.from_numpy(np.array(images)), lr.in_chans, str(listing.root))
-    return ImageSet(images, torch.from_numpy(labels), paths)
+    return ImageSet(images, torch.from_numpy(labels), paths, sources)
 
 
 def run_split(lr: LoadedRun, split: str | None) -> tuple[ImageSet, str]:

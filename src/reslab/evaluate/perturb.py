@@ -13,7 +13,7 @@ Perturbations act in display space. For a model trained on ``linear`` or ``log``
 values are first mapped to display with :func:`to_display`, perturbed, and mapped back with
 :func:`from_display` (display values are clamped to [0, 1], so HDR highlights above 1 do not
 survive a perturbation). A separate ``raw`` mode, wired by the caller and not here, instead adds
-the raw amounts to the stored values, as the original study did.
+the seed amounts to the stored values in the files' own units, as the original study did.
 
 Suites
 ------

@@ -13,12 +13,24 @@ original study perturbed uint8 images). Then it goes through the run's Normalize
 
 Raw mode (`raw=True`, `--raw`)
 ------------------------------
-Applies the *seed* suite to the STORED values, as the original study did: the amounts are
-added in stored units (/255), with no display conversion. For uint8 sRGB data this is exactly
-display mode (values saturate at 0 and 255). For float (linear/log) data the amount/255 is added
-to the stored values directly and nothing is clamped; rotation fills corners with stored 0
-(black for linear data, near-white for log data). Corruptions have no raw form: they are
-defined in display space and always run there.
+Applies the *seed* suite to the STORED values, as the original study did, with no display
+conversion. The amounts (intensity +50 on every channel; colour balance R+30, G+20, B+10; both
+of them in "combined", followed by its rotation) are added in the OWN units of the files the
+images were decoded from (`ImageSet.sources`, recorded by the decoded-image cache); rotation by
+30 degrees is the same in every format:
+
+* 8-bit files (JPEG/PNG/TIFF, and the digits / CIFAR-10 arrays): +50 of 255, values saturating
+  at 0 and 255 as 8-bit arithmetic does. For sRGB data this equals display mode.
+* 16-bit files (PNG/TIFF, linear): +50 of 65535, i.e. 50/65535 = 0.00076 of full scale,
+  saturating at 0 and 65535 (barely moves anything).
+* float files (EXR, float TIFF): +50 on the stored value itself (a log EXR value, a linear
+  float), unclamped: far outside the data's range.
+
+The perturbed float values are kept in float32 (the cache's float16 would round a 50/65535 step
+to its own spacing). Rotation fills corners with stored 0 (black for 8/16-bit and linear data,
+white for log data). Files of more than one kind (16-bit and float TIFFs in one tree) have no
+single unit: a one-line error, as is data whose source sample type is unknown. Corruptions have
+no raw form: they are defined in display space and always run there.
 
 Channels: perturbations need RGB. One-channel (grey) data is repeated to three channels,
 perturbed, and averaged back to one, so a colour-balance shift acts as its mean (+20/255).
@@ -36,6 +48,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..data import ImageSet
 from ..data.display import from_display, to_display
+from ..data.imageio import bit_depth_scale
 from ..errors import ReslabError
 from ..progress import track
 from ..runs.infer import loss_and_accuracy
@@ -58,6 +71,8 @@ def run_robustness(run_dir: str | Path, data_root: str | Path | None = None,
     lr = load_run(run_dir)
     data, split = evaluation_data(lr, data_root, None)
     fmt = lr.norm.get("fmt") or ("srgb" if lr.norm["scale"] == 255.0 else "linear")
+    raw_seed = raw and any(name in SEED_SUITE for name, _, _ in levels)
+    full_scale = source_full_scale(data) if raw_seed else None  # errors before any pass
     tta = lr.cfg.train.tta
     # Same call as evaluate_run, so the clean row equals `reslab eval` bit for bit.
     clean = loss_and_accuracy(*lr.predict(lr.loader(data), tta=tta))[1]
@@ -65,13 +80,14 @@ def run_robustness(run_dir: str | Path, data_root: str | Path | None = None,
     rows = [{"perturbation": "clean", "severity": 0, "accuracy": clean, "drop": 0.0,
              "mode": mode}]
     for name, severity, fn in track(levels, total=len(levels), description="robustness"):
-        encode = level_encoder(name, fn, raw, data.images.dtype, fmt, lr.norm["scale"])
+        encode = level_encoder(name, fn, full_scale, fmt, lr.norm["scale"])
         logits, labels = lr.predict(perturbed_batches(lr, data, encode), tta=tta)
         acc = loss_and_accuracy(logits, labels)[1]
         rows.append({"perturbation": name, "severity": severity, "accuracy": acc,
                      "drop": clean - acc, "mode": mode})
     if write:
-        info = {"split": split, "n": len(data), "suite": suite, "raw": raw, "fmt": fmt}
+        info = {"split": split, "n": len(data), "suite": suite, "raw": raw, "fmt": fmt,
+                "units": full_scale}
         lr.run.write_robustness(rows, to_markdown(rows, info, lr.run.path.resolve().name))
     return rows
 
@@ -84,12 +100,26 @@ def suite_levels(suite: str, seed: int = 0) -> list[Level]:
 
 
 # ----------------------------------------------------------------------------- perturbing
-def level_encoder(name: str, fn: Callable[[Tensor], Tensor], raw: bool, dtype: torch.dtype,
+def level_encoder(name: str, fn: Callable[[Tensor], Tensor], full_scale: float | None,
                   fmt: str, scale: float) -> Callable[[Tensor], Tensor]:
-    """stored batch -> perturbed stored batch, for one (perturbation, severity)."""
-    if raw and name in SEED_SUITE:
-        return partial(raw_stored, fn=raw_seed_fn(name, dtype), scale=scale)
+    """stored batch -> perturbed stored batch, for one (perturbation, severity). `full_scale`:
+    raw mode's source units (`source_full_scale`), None for display mode."""
+    if full_scale is not None and name in SEED_SUITE:
+        return partial(raw_stored, fn=raw_seed_fn(name, full_scale), scale=scale)
     return partial(through_display, fn=fn, fmt=fmt, scale=scale)
+
+
+def source_full_scale(data: ImageSet) -> float:
+    """Full white of the files `data` was decoded from, in their own units: 255 (8-bit),
+    65535 (16-bit) or 1.0 (float: stored values are their own unit)."""
+    scales = {bit_depth_scale(name) for name in data.sources}
+    if len(scales) != 1:
+        why = (f"come from files of different sample types ({', '.join(data.sources)})"
+               if scales else "have no recorded source sample type")
+        raise ReslabError(f"robustness --raw: the images {why}, so the amounts have no one "
+                          "native unit; convert the tree to one format with `reslab convert`, "
+                          "or leave out --raw")
+    return scales.pop()
 
 
 def perturbed_batches(lr: LoadedRun, data: ImageSet,
@@ -111,8 +141,10 @@ def through_display(stored: Tensor, fn: Callable[[Tensor], Tensor], fmt: str,
 
 
 def raw_stored(stored: Tensor, fn: Callable[[Tensor], Tensor], scale: float) -> Tensor:
-    """`fn` on the stored values themselves (in /scale units); see the module docstring."""
-    return encode_stored(on_rgb(fn, stored.float() / scale), stored.dtype, scale)
+    """`fn` on the stored values themselves (in /scale units); uint8 stays uint8, float data
+    comes back as float32 (see the module docstring)."""
+    dtype = torch.uint8 if stored.dtype == torch.uint8 else torch.float32
+    return encode_stored(on_rgb(fn, stored.float() / scale), dtype, scale)
 
 
 def encode_stored(values: Tensor, dtype: torch.dtype, scale: float) -> Tensor:
@@ -131,10 +163,12 @@ def on_rgb(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     raise ReslabError(f"robustness: perturbations need 1- or 3-channel images, got {channels}")
 
 
-# Raw mode on float data must not clamp (stored linear values may exceed 1, log values are
-# negative), so it has its own add/rotate steps with perturb.py's amounts.
-def _add(x: Tensor, rgb: tuple[float, float, float]) -> Tensor:
-    return x + torch.tensor(rgb, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255.0
+# Raw mode has its own add/rotate steps with perturb.py's amounts: in the source's units, and
+# clamped only for integer sources (stored linear values may exceed 1, log values are negative).
+def _add(x: Tensor, rgb: tuple[float, float, float], full_scale: float) -> Tensor:
+    y = x + torch.tensor([a / full_scale for a in rgb], dtype=x.dtype,
+                         device=x.device).view(1, 3, 1, 1)
+    return y.clamp(0.0, 1.0) if full_scale > 1.0 else y
 
 
 def _rotate(x: Tensor, degrees: float = 30) -> Tensor:
@@ -149,18 +183,24 @@ def _chain(*steps: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     return apply
 
 
-_PLUS50, _BALANCE = partial(_add, rgb=(50, 50, 50)), partial(_add, rgb=(30, 20, 10))
-UNCLAMPED_SEED: dict[str, Callable[[Tensor], Tensor]] = {
-    "intensity_plus50": _PLUS50,
-    "color_balance_b10_g20_r30": _BALANCE,
-    "rotate30": _rotate,
-    "combined": _chain(_PLUS50, _BALANCE, _rotate),
-}
+def raw_seed_fn(name: str, full_scale: float) -> Callable[[Tensor], Tensor]:
+    """Seed perturbation `name` on stored values in [0,1]-of-`full_scale` units, its amounts
+    in the source's own units (1/full_scale each; see the module docstring)."""
+    plus50 = partial(_add, rgb=(50, 50, 50), full_scale=full_scale)
+    balance = partial(_add, rgb=(30, 20, 10), full_scale=full_scale)
+    return {"intensity_plus50": plus50, "color_balance_b10_g20_r30": balance,
+            "rotate30": _rotate, "combined": _chain(plus50, balance, _rotate)}[name]
 
 
-def raw_seed_fn(name: str, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
-    """uint8 values saturate like 8-bit arithmetic: perturb.py's clamped functions are exact."""
-    return SEED_SUITE[name] if dtype == torch.uint8 else UNCLAMPED_SEED[name]
+def raw_units(full_scale: float) -> str:
+    """What raw mode adds, in words (robustness.md)."""
+    amounts = ("Raw mode: the seed amounts (intensity +50; colour balance R+30, G+20, B+10) are "
+               "added to the stored values in the files' own units: ")
+    if full_scale == 1.0:
+        return amounts + "float files, so +50 on the stored value itself, unclamped."
+    bits = {255.0: 8, 65535.0: 16}[full_scale]
+    return amounts + (f"{bits}-bit levels, so +50 of {full_scale:.0f} = {50 / full_scale:.5f} "
+                      f"of full scale, saturating at 0 and {full_scale:.0f}.")
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -172,9 +212,11 @@ def mean_corruption_accuracy(rows: list[dict]) -> float | None:
 
 def to_markdown(rows: list[dict], info: dict, title: str) -> str:
     mode = "raw stored values" if info["raw"] else "display space"
+    units = info.get("units")
     lines = [f"# Robustness: {title}", "",
              f"Suite `{info['suite']}` ({mode}, data format {info['fmt']}) on the "
              f"{info['split']} data, {info['n']} images.", "",
+             *([raw_units(units), ""] if units else []),
              f"Clean accuracy: **{rows[0]['accuracy']:.4f}**", "",
              "| perturbation | severity | accuracy | drop |", "|---|---:|---:|---:|"]
     lines += [f"| {r['perturbation']} | {r['severity']} | {r['accuracy']:.4f} | {r['drop']:.4f} |"
