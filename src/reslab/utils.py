@@ -46,6 +46,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         _default_mode(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename in (None, tmp):  # name the file the user asked for, not our temp file
+            err.filename, err.filename2 = str(path), None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -4,6 +4,7 @@ temp files are cleaned up, names cannot escape, channels follow the model."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 from pathlib import Path
@@ -56,21 +57,35 @@ def test_predict_out_naming_a_folder_is_one_line(tmp_path, cli, fast_config):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / "a.png")
     code, _, err = cli("predict", tmp_path / "run", images, "--out", tmp_path)
     assert code == 2 and err.count("\n") == 1 and str(tmp_path) in err
+    assert ".tmp" not in err  # names the path the user gave, not reslab's temp file
 
 
-def full_disk_after(monkeypatch, writes_allowed: int):
-    """Checkpoint saves fail with ENOSPC after `writes_allowed` successful ones."""
-    import reslab.runs.checkpoint as checkpoint
+def full_disk_after(monkeypatch, writes_allowed: int, room: int = 4096):
+    """Checkpoint files hit a full disk after `writes_allowed` successful ones, as the kernel
+    does it: `room` bytes are written (a short write), then every write fails with ENOSPC."""
+    import builtins
 
-    real, calls = checkpoint.torch.save, {"n": 0}
+    real_open, calls = builtins.open, {"n": 0}
 
-    def save(obj, f, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > writes_allowed:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(getattr(f, "name", f)))
-        return real(obj, f, *args, **kwargs)
+    class FullDisk(io.FileIO):
+        left = room
 
-    monkeypatch.setattr(checkpoint.torch, "save", save)
+        def write(self, data):
+            if self.left <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            n = super().write(bytes(data)[:self.left])
+            self.left -= n
+            return n
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        name = os.path.basename(str(file))
+        if "w" in mode and name.startswith((".last.pt", ".best.pt", "last.pt", "best.pt")):
+            calls["n"] += 1
+            if calls["n"] > writes_allowed:
+                return io.BufferedWriter(FullDisk(file, "wb"))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
 
 
 def test_disk_full_mid_run_keeps_the_last_checkpoint_resumable(tmp_path, cli, fast_config,
@@ -79,6 +94,7 @@ def test_disk_full_mid_run_keeps_the_last_checkpoint_resumable(tmp_path, cli, fa
     full_disk_after(monkeypatch, writes_allowed=2)  # epoch 1: best.pt + last.pt
     code, _, err = cli("train", path, "--out", tmp_path / "run")
     assert code == 2 and "no space left on device" in err and err.count("\n") == 1
+    assert f"{tmp_path / 'run'}/last.pt" in err or f"{tmp_path / 'run'}/best.pt" in err, err
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
     assert not list((tmp_path / "run").glob(".*.tmp"))  # the failed write left no temp file
     monkeypatch.undo()
@@ -206,3 +222,15 @@ def test_class_names_with_commas_quotes_and_newlines_survive_csv(tmp_path, fast_
     classes, matrix = RunDir(tmp_path / "run").read_confusion()
     assert classes == sorted(names) and matrix.shape == (3, 3)  # natural order of the folders
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_resume_refuses_a_users_folder_with_a_config_of_its_own(tmp_path, cli, fast_config):
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    mine = "# my carefully commented config\n" + yaml.safe_dump(fast_config())
+    (folder / "config.yaml").write_text(mine)
+    (folder / "result.json").write_text('{"mine": true}')
+    code, _, err = cli("train", "--resume", folder)
+    assert code == 2 and "not a run directory reslab made" in err and err.count("\n") == 1
+    assert (folder / "config.yaml").read_text() == mine
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "result.json"]

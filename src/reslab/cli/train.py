@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="train N runs with seeds train.seed .. train.seed+N-1 (same data split)")
     p.add_argument("--folds", type=int, metavar="K",
                    help="k-fold: train one run per fold 0..K-1 (data.folds=K, data.fold=i)")
-    p.add_argument("--quiet", action="store_true", help="print only the final line")
+    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return p
 
 

@@ -1,7 +1,7 @@
 """Checkpoints: plain tensors and builtins only, written durably, read with weights_only."""
 from __future__ import annotations
 
-import os
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,15 +11,16 @@ from torch import nn
 
 from ..errors import ReslabError
 from ..models.classifier import unwrap
-from ..utils import atomic_path
+from ..utils import atomic_write_bytes
 
 
 def save_checkpoint(path: Path, model: nn.Module, **state: Any) -> None:
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save({"model": unwrap(model).state_dict(), **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
+    # Serialised in memory first: torch.save's own writer turns a full disk into a
+    # RuntimeError ("unexpected pos"); a plain file write raises the OSError (ENOSPC) that
+    # the CLI reports in one line.
+    buffer = io.BytesIO()
+    torch.save({"model": unwrap(model).state_dict(), **state}, buffer)
+    atomic_write_bytes(Path(path), buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> dict:

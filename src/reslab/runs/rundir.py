@@ -112,6 +112,10 @@ class RunDir(Directory):
         run = RunDir(path)
         if not run.config.is_file():
             raise ReslabError(f"{run.path} is not a run directory (no config.yaml)")
+        # A user's folder with a config.yaml of its own is not ours to write into (--resume).
+        if marked_kind(run.path) != "run" and not (run.last.exists() or run.metrics.exists()):
+            raise ReslabError(f"{run.path} is not a run directory reslab made (no {MARKER} "
+                              "marker, checkpoint or metrics.jsonl); nothing was changed")
         remove_stale_temp_files(run.path)
         return run
 
