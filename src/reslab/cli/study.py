@@ -15,6 +15,7 @@ summary.md (which differences are significant, in plain words) and report.html/.
 
 STUDY.yaml keys:
   base:        a train config (path relative to the study file, or inline)
+  overrides:   {config.key: value, ...} set for every variant
   axes:        {AXIS: {VALUE: {config.key: value, ...}, ...}, ...}, or {config.key: [values]}
   prepare:     {source: DIR, per_class: K, trees: {NAME: source|srgb-png|linear-tiff|log-exr}}
                image trees made once; a config value prepared:NAME is that tree's path

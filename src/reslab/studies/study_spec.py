@@ -2,6 +2,7 @@
 
     name: s0-formats                  # default: the file's stem
     base: ../format-study/jpeg.yaml   # a train config (path relative to this file, or inline)
+    overrides: {data.split_seed: 0}   # optional: config keys set for every variant
     prepare:                          # optional: image trees made once, before any training
       source: ../data/jpegs           # a folder of class folders (relative to this file)
       per_class: null                 # the first K images per folder (sorted), null = all
@@ -16,7 +17,7 @@
     scale:                            # --scale tiny|full (default full): overrides
       tiny: {data.max_per_class: 20, train.epochs: 2, sweep.space: {...}, confirm.repeats: 2}
 
-A variant is the base with its axis values' overrides applied, then the scale's. Scale keys
+A variant is the base with `overrides`, its axis values' overrides, then the scale's. Scale keys
 under sweep., confirm., robustness. and prepare. change the study itself (a whole value, e.g.
 `sweep.space`); every other key is a config key. A config value `prepared:<tree>` is that
 prepared tree's path. Variants are named by their axis value names joined with '-'.
@@ -84,6 +85,7 @@ class RobustnessSpec(_Strict):
 class StudySpec(_Strict):
     name: str | None = None
     base: str | dict[str, Any]
+    overrides: dict[str, Any] = Field(default_factory=dict)   # on the base, for every variant
     axes: dict[str, dict[str, dict[str, Any]] | list[Scalar]] = Field(min_length=1)
     prepare: PrepareSpec | None = None
     sweep: dict[str, Any] | None = None
@@ -218,7 +220,7 @@ def _variant(path: Path, spec: StudySpec, base: dict, combo: tuple, config_keys:
     name = "-".join(value for _, value, _ in combo)
     where = f"{path}: variant {name}"
     raw = copy.deepcopy(base)
-    for _, _, overrides in combo:
+    for _, _, overrides in [(None, None, spec.overrides), *combo]:
         for key, value in _flatten(overrides).items():
             set_key(raw, key, _resolved(value, key, spec, path, out, where))
     for key, value in _flatten(config_keys).items():
