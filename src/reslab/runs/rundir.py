@@ -485,16 +485,15 @@ class StudyDir(SignificanceFiles, Directory):
 
     plan_yaml = property(lambda self: self.path / "study.yaml")
     summary_md = property(lambda self: self.path / "summary.md")
-    tables = property(lambda self: self.path / "tables")
-
-    def claim(self) -> None:
-        claim_dir(self.path, "study")
 
     def write_plan(self, text: str) -> None:
         atomic_write_text(self.plan_yaml, text)
 
     def read_plan(self) -> str | None:
         return self.plan_yaml.read_text() if self.plan_yaml.is_file() else None
+
+    def claim(self) -> None:
+        claim_dir(self.path, "study")
 
     def prepared(self, tree: str) -> Path:
         return self.path / "prepare" / tree
@@ -539,6 +538,8 @@ class StudyDir(SignificanceFiles, Directory):
         """Each variant's confirmation runs that have started, by variant name."""
         found = {name: self.confirmation(name).member_runs() for name in self.variant_names()}
         return {name: runs for name, runs in found.items() if runs}
+
+    tables = property(lambda self: self.path / "tables")
 
     def table_csv(self, name: str) -> Path:
         return self.tables / f"{name}.csv"
