@@ -39,7 +39,7 @@ from ..training.repeats import finished_runs, plan, run_repeats, write_summary
 from ..utils import atomic_write_text, write_json
 from .compare import ensure_robustness
 from .study_outputs import write_study_outputs
-from .study_spec import SOURCE_TREE, StudyPlan, Variant, default_out, load_study_plan
+from .study_spec import SOURCE_TREE, StudyPlan, Variant, load_study_plan
 
 Log = Callable[[str], None]
 STEPS = ("sweep", "best", "confirm", "test", "robustness")
@@ -51,9 +51,8 @@ def run_study(path: str | Path, out: str | Path | None = None, scale: str = "ful
               quiet: bool = False, log: Log | None = None) -> Path:
     """Run (or continue) every step of every variant, then write the study's outputs."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    probe = load_study_plan(path, scale)
-    target = StudyDir(out if out is not None else default_out(probe.name, scale))
-    study = load_study_plan(path, scale, target)
+    study = load_study_plan(path, scale, StudyDir(out) if out is not None else None)
+    target = study.out
     variants = selected(study, only)
     check_weights(study, variants)
     target.claim()

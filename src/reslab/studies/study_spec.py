@@ -127,6 +127,7 @@ class StudyPlan:
     spec: StudySpec             # after the scale's study overrides
     source: Path | None         # prepare.source, absolute
     variants: list[Variant]
+    out: StudyDir               # where it runs (the prepared trees' paths point into it)
 
     @property
     def axes(self) -> list[str]:
@@ -161,13 +162,13 @@ def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None 
     spec = parse_mapping(StudySpec, _with_keys(raw, study_keys), f"{path}: scale.{scale}",
                          "name, base, axes, ...")
     name = spec.name or path.stem
-    out = out or StudyDir(default_out(name, scale))
+    out = out if out is not None else StudyDir(default_out(name, scale))
     source = (path.parent / spec.prepare.source).resolve() if spec.prepare else None
     base = _base_raw(spec, path)
     variants = [_variant(path, spec, base, combo, config_keys, out)
                 for combo in itertools.product(*(_axis_values(a, v)
                                                   for a, v in spec.axes.items()))]
-    return StudyPlan(path, name, scale, spec, source, variants)
+    return StudyPlan(path, name, scale, spec, source, variants, out)
 
 
 def default_out(name: str, scale: str) -> Path:
