@@ -11,7 +11,7 @@ import sys
 from ..errors import ReslabError
 
 ORDER = ["train", "eval", "predict", "summary", "data", "demo", "sweep", "robustness", "compare",
-         "convert", "report", "lr_find", "export"]
+         "study", "convert", "report", "lr_find", "export"]
 
 
 def _command_modules() -> list:

@@ -40,12 +40,17 @@ CHECKPOINT_KEYS = ("model", "state_dict")
 
 # --- library caches ----------------------------------------------------------------------
 
-def torchvision_cached_weights(name: str) -> Path:
+def torchvision_weights_path(name: str) -> tuple[Path, str]:
+    """(where torchvision's default weights for `name` must lie, the URL they come from)."""
     import torchvision
 
     url = torchvision.models.get_model_weights(name).DEFAULT.url
     # torch.hub.get_dir() reads TORCH_HOME on every call, as load_state_dict_from_url does.
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def torchvision_cached_weights(name: str) -> Path:
+    path, url = torchvision_weights_path(name)
     if not path.is_file():
         raise ReslabError(f"model.pretrained: torchvision weights for {name} not found at "
                           f"{path} (reslab never downloads); place that file there (from {url}) "

@@ -26,11 +26,13 @@ from ..errors import ReslabError
 from ..runs.env import env_differences
 from ..runs.rundir import (
     RESULT_METRICS,
+    STUDY_TABLES,
     CompareDir,
     DataDir,
     Directory,
     RepeatsDir,
     RunDir,
+    StudyDir,
     SweepDir,
     open_directory,
 )
@@ -40,7 +42,7 @@ from . import plots
 
 TEMPLATES = Path(__file__).with_name("templates")
 KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison", RepeatsDir: "repeats",
-         DataDir: "data"}
+         DataDir: "data", StudyDir: "study"}
 # Plots this module draws; everything else under plots/ came from the sweep/compare command.
 OWN_PLOTS = {"learning_curves", "confusion_matrix", "per_class_accuracy", "misclassified",
              "robustness", "overlaid_curves", "trial_learning_curves", "reliability",
@@ -119,12 +121,12 @@ class Section:
 def write_report(directory: str | Path) -> tuple[Path, Path]:
     """Regenerate plots into `directory/plots/` and write report.html and report.md.
 
-    Raises ReslabError when `directory` is missing or is not a run, sweep, comparison, repeats
-    or data directory, or when one of its files is malformed.
+    Raises ReslabError when `directory` is missing or is not a run, sweep, comparison, repeats,
+    data or study directory, or when one of its files is malformed.
     """
     target = open_directory(directory)
     builder = {RunDir: _run_sections, SweepDir: _sweep_sections, CompareDir: _compare_sections,
-               RepeatsDir: _repeats_sections, DataDir: _data_sections}
+               RepeatsDir: _repeats_sections, DataDir: _data_sections, StudyDir: _study_sections}
     sections = [s for s in builder[type(target)](target) if s.blocks]
     kind = KINDS[type(target)]
     title = target.path.resolve().name or str(target.path)
@@ -549,7 +551,7 @@ def _ci_table_blocks(rows: list[dict]) -> list[Block]:
     return [table, Text(CI_NOTE)] if with_ci else [table]
 
 
-def _significance_section(comparison: CompareDir) -> Section:
+def _significance_section(comparison: CompareDir | StudyDir) -> Section:
     results = _read(comparison.significance_csv, comparison.read_significance)
     if not results:
         return Section("Significance")
@@ -631,6 +633,21 @@ def _member_row(run: RunDir) -> dict:
     return {"run": run.path.name, "best_val_acc": result.get("best_val_acc"),
             "test_acc": result.get("test_acc"), "epochs_run": result.get("epochs_run"),
             "stop_reason": result.get("stop_reason", "unfinished")}
+
+
+# --------------------------------------------------------------------------- study
+def _study_sections(study: StudyDir) -> list[Section]:
+    """The summary paragraph, Tables I-III, significance, the variants' learning curves (mean
+    over their seeds) and the study's figures (one per swept factor)."""
+    summary = _read(study.summary_md, study.read_summary)
+    sections = [Section("Summary", [Text(summary.strip())] if summary else [])]
+    for name, title in STUDY_TABLES.items():
+        rows = _read(study.table_csv(name), lambda name=name: study.read_table(name))
+        sections.append(Section(title, _ci_table_blocks(rows) if rows else []))
+    groups = study.variant_groups()
+    return [*sections, _significance_section(study),
+            _mean_curves_section(study, groups) if groups else Section("Learning curves"),
+            _existing_plots_section(study, "Per-factor curves")]
 
 
 # --------------------------------------------------------------------------- rendering

@@ -436,3 +436,38 @@ def _loss_limits(ax, raw: np.ndarray, smooth: np.ndarray) -> None:
     high = max(high, start)
     pad = 0.05 * max(high - low, 1e-3)
     ax.set_ylim(low - pad, high + pad)
+
+
+def plot_factor_curves(factor: str, series: Mapping[str, Sequence[tuple[str, float]]],
+                       metric: str, out: Path) -> Path:
+    """One line per variant: the mean objective at each value of one swept factor. Numeric
+    values on a numeric axis (logarithmic when they span 20x or more), others as categories
+    in the order given."""
+    values = [v for points in series.values() for v, _ in points]
+    numeric = all(_as_float(v) is not None for v in values)
+    categories = list(dict.fromkeys(values))
+    with _figure(out, 5.2, 3.9) as fig:
+        ax = fig.subplots()
+        for color, (name, points) in zip(_run_colors(len(series)), series.items()):
+            xs = [_as_float(v) if numeric else categories.index(v) for v, _ in points]
+            order = np.argsort(xs)
+            ax.plot(np.array(xs)[order], np.array([y for _, y in points])[order], color=color,
+                    label=name, marker="o", markersize=4, linewidth=1.6)
+        positive = [x for x in map(_as_float, values) if x is not None and x > 0]
+        if numeric and positive and len(positive) == len(values) and \
+                max(positive) >= 20 * min(positive):
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlabel(factor)
+        ax.set_ylabel(_LABELS.get(metric, metric))
+        if ax.lines and len(series) <= LEGEND_MAX:
+            ax.legend(fontsize=8)
+    return Path(out)
+
+
+def _as_float(value: str) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -29,6 +29,7 @@ from ..utils import (
     atomic_write_bytes,
     atomic_write_text,
     natural_key,
+    natural_sorted,
     read_csv,
     read_json,
     read_jsonl,
@@ -345,7 +346,25 @@ class SweepDir(Directory):
         return read_csv(self.confirm_csv) if self.confirm_csv.is_file() else []
 
 
-class CompareDir(Directory):
+class SignificanceFiles:
+    """significance.csv: one row per pair of entries (comparisons) or variants (studies)."""
+
+    path: Path
+    significance_csv = property(lambda self: self.path / "significance.csv")
+
+    def write_significance(self, results: list[tuple[str, Comparison]]) -> None:
+        """One row per pair of entries: (metric, the test's result); None is an empty cell."""
+        rows = ([metric, f"{r.a} vs {r.b}", *(_blank(r.as_dict()[f]) for f in
+                                              SIGNIFICANCE_FIELDS)] for metric, r in results)
+        write_csv(self.significance_csv, list(SIGNIFICANCE_COLUMNS), rows)
+
+    def read_significance(self) -> list[tuple[str, Comparison]]:
+        if not self.significance_csv.is_file():
+            return []
+        return [(row["metric"], _comparison(row)) for row in read_csv(self.significance_csv)]
+
+
+class CompareDir(SignificanceFiles, Directory):
     """A comparison: one run per entry under runs/<name>, the table, plots, the report."""
 
     compare_csv = property(lambda self: self.path / "compare.csv")
@@ -383,18 +402,6 @@ class CompareDir(Directory):
                 found[path.name] = [RunDir(path)]
         return {name: runs for name, runs in found.items() if runs}
 
-    significance_csv = property(lambda self: self.path / "significance.csv")
-
-    def write_significance(self, results: list[tuple[str, Comparison]]) -> None:
-        """One row per pair of entries: (metric, the test's result); None is an empty cell."""
-        rows = ([metric, f"{r.a} vs {r.b}", *(_blank(r.as_dict()[f]) for f in
-                                              SIGNIFICANCE_FIELDS)] for metric, r in results)
-        write_csv(self.significance_csv, list(SIGNIFICANCE_COLUMNS), rows)
-
-    def read_significance(self) -> list[tuple[str, Comparison]]:
-        if not self.significance_csv.is_file():
-            return []
-        return [(row["metric"], _comparison(row)) for row in read_csv(self.significance_csv)]
 
 
 class RepeatsDir(Directory):
@@ -455,6 +462,111 @@ class RepeatsDir(Directory):
             raise ReslabError(f"{self.path}: no summary.json (the runs have not finished); "
                               f"continue them with reslab train --resume {self.path}")
         return read_json(self.summary_json)
+
+
+# A study's tables: tables/<name>.csv and .tex, and their titles (in the report too).
+STUDY_TABLES = {"table1-hyperparameters": "Table I: best hyperparameters per variant",
+                "table2-accuracy": "Table II: test accuracy (mean ± 95 % CI over seeds), "
+                                   "size and speed",
+                "table3-robustness": "Table III: robustness (accuracy clean, perturbed and "
+                                     "the drop; means over seeds)",
+                "factors": "Mean sweep objective per value of each swept factor"}
+
+
+class StudyDir(SignificanceFiles, Directory):
+    """A study (`reslab study`): variants (an axes product), each swept, confirmed, tested:
+
+    study.yaml             the expanded study: scale, steps and every variant's config (a
+                           re-run must match it)
+    prepare/<tree>/        image trees made once (prepare/source/: the source, or its per-class
+                           subset as links; <tree>.partial/ while a conversion runs)
+    variants/<v>/          sweep.yaml + sweep/ (a SweepDir), best.yaml (the chosen config),
+                           confirm/ (a RepeatsDir of seed runs), test.json (their test
+                           evaluation), steps.json (the finished steps: never redone)
+    tables/<name>.csv|tex  Table I-III (and the factor means) for the paper
+    significance.csv, summary.md, plots/, report.*
+    """
+
+    plan_yaml = property(lambda self: self.path / "study.yaml")
+    summary_md = property(lambda self: self.path / "summary.md")
+
+    def write_plan(self, text: str) -> None:
+        atomic_write_text(self.plan_yaml, text)
+
+    def read_plan(self) -> str | None:
+        return self.plan_yaml.read_text() if self.plan_yaml.is_file() else None
+
+    def claim(self) -> None:
+        claim_dir(self.path, "study")
+
+    def prepared(self, tree: str) -> Path:
+        return self.path / "prepare" / tree
+
+    def prepared_partial(self, tree: str) -> Path:
+        return self.path / "prepare" / f"{tree}.partial"
+
+    def variant(self, name: str) -> Path:
+        return self.path / "variants" / name
+
+    def variant_names(self) -> list[str]:
+        return natural_sorted(p.parent.name for p in self.path.glob("variants/*/steps.json"))
+
+    def sweep_yaml(self, variant: str) -> Path:
+        return self.variant(variant) / "sweep.yaml"
+
+    def sweep(self, variant: str) -> SweepDir:
+        return SweepDir(self.variant(variant) / "sweep")
+
+    def best_yaml(self, variant: str) -> Path:
+        return self.variant(variant) / "best.yaml"
+
+    def confirmation(self, variant: str) -> RepeatsDir:
+        return RepeatsDir(self.variant(variant) / "confirm")
+
+    def test_json(self, variant: str) -> Path:
+        return self.variant(variant) / "test.json"
+
+    def steps_json(self, variant: str) -> Path:
+        return self.variant(variant) / "steps.json"
+
+    def finished_steps(self, variant: str) -> dict[str, str]:
+        """{step: when it finished} for the variant (empty before its first step)."""
+        path = self.steps_json(variant)
+        return read_json(path) if path.is_file() else {}
+
+    def mark_finished(self, variant: str, step: str) -> None:
+        steps = {**self.finished_steps(variant), step: time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json(self.steps_json(variant), steps)
+
+    def variant_groups(self) -> dict[str, list[RunDir]]:
+        """Each variant's confirmation runs that have started, by variant name."""
+        found = {name: self.confirmation(name).member_runs() for name in self.variant_names()}
+        return {name: runs for name, runs in found.items() if runs}
+
+    tables = property(lambda self: self.path / "tables")
+
+    def table_csv(self, name: str) -> Path:
+        return self.tables / f"{name}.csv"
+
+    def table_tex(self, name: str) -> Path:
+        return self.tables / f"{name}.tex"
+
+    def write_table(self, name: str, header: list[str], rows: list[list[Any]],
+                    tex: str | None) -> None:
+        """tables/<name>.csv (raw numbers) and, when given, tables/<name>.tex (formatted)."""
+        write_csv(self.table_csv(name), header, rows)
+        if tex is not None:
+            atomic_write_text(self.table_tex(name), tex)
+
+    def read_table(self, name: str) -> list[dict]:
+        path = self.table_csv(name)
+        return read_csv(path) if path.is_file() else []
+
+    def write_summary(self, text: str) -> None:
+        atomic_write_text(self.summary_md, text)
+
+    def read_summary(self) -> str | None:
+        return self.summary_md.read_text() if self.summary_md.is_file() else None
 
 
 class LrFindDir(Directory):
@@ -525,33 +637,34 @@ def environment_warning(runs: Mapping[str, RunDir]) -> str | None:
 
 
 def open_directory(path: str | Path) -> Directory:
-    """The run, sweep, comparison, repeats or data directory at `path` (from its marker or
-    contract file)."""
+    """The run, sweep, comparison, repeats, data or study directory at `path` (from its marker
+    or contract file)."""
     kind = directory_kind(Path(path))
     return {"run": RunDir, "sweep": SweepDir, "comparison": CompareDir,
-            "repeats": RepeatsDir, "data": DataDir}[kind](path)
+            "repeats": RepeatsDir, "data": DataDir, "study": StudyDir}[kind](path)
 
 
 KIND_FILES = {"run": "metrics.jsonl", "sweep": "trials.csv", "comparison": "compare.csv",
               "repeats": "repeats.yaml"}
-# Kinds known by their marker alone: a folder's own data.json is no data overview.
-MARKED_KIND_FILES = {**KIND_FILES, "data": "data.json"}
+# Kinds known by their marker alone: a folder's own data.json is no data overview, and its
+# study.yaml (a compare study file) no study directory.
+MARKED_KIND_FILES = {**KIND_FILES, "data": "data.json", "study": "study.yaml"}
 
 
 def directory_kind(path: Path) -> str:
-    """'run', 'sweep', 'comparison', 'repeats' or 'data', from the marker or the contract file
-    it holds."""
+    """'run', 'sweep', 'comparison', 'repeats', 'data' or 'study', from the marker or the
+    contract file it holds."""
     path = Path(path)
     if not path.is_dir():
         raise ReslabError(f"{path}: no such directory (expected a run, sweep, comparison, "
-                          "repeats or data directory)")
+                          "repeats, data or study directory)")
     marked = marked_kind(path)
     if marked in MARKED_KIND_FILES and (path / MARKED_KIND_FILES[marked]).is_file():
         return marked
     for kind, name in KIND_FILES.items():
         if (path / name).is_file():
             return kind
-    raise ReslabError(f"{path}: not a run, sweep, comparison, repeats or data directory "
+    raise ReslabError(f"{path}: not a run, sweep, comparison, repeats, data or study directory "
                       f"(expected {', '.join(KIND_FILES.values())})")
 
 

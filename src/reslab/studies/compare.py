@@ -230,15 +230,15 @@ def ensure_entry(entry: Entry, out: CompareDir, quiet: bool, log: Log) -> Traine
     if entry.fan is None:
         path = ensure_run(entry, out, quiet, log)
         if RepeatsDir(path).plan_yaml.is_file():  # an existing repeats directory, linked
-            return _repeats_entry(entry.name, RepeatsDir(path))
+            return repeats_entry(entry.name, RepeatsDir(path))
         return Trained(entry.name, RunDir(path).read_config(), {entry.cfg.train.seed: RunDir(path)})
     log(f"{entry.name}: {len(entry.fan.members)} seed runs in {out.entry(entry.name)}")
     target, _ = run_repeats(entry.fan.cfg, out=out.entry(entry.name), quiet=quiet,
                             log=lambda line: log(f"{entry.name}: {line}"))
-    return _repeats_entry(entry.name, target)
+    return repeats_entry(entry.name, target)
 
 
-def _repeats_entry(name: str, target: RepeatsDir) -> Trained:
+def repeats_entry(name: str, target: RepeatsDir) -> Trained:
     fan = plan(target.read_plan())
     return Trained(name, fan.cfg, {m.key: run for m, run in finished_runs(target, fan)})
 

@@ -190,7 +190,13 @@ def parse_spec(raw: Any, source: str) -> SweepSpec:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate SWEEP.yaml, its base config and every space key; or raise ReslabError."""
     path = Path(path)
-    spec = parse_spec(read_yaml(path), str(path))
+    return sweep_from_mapping(read_yaml(path), path)
+
+
+def sweep_from_mapping(raw: Any, path: Path) -> Sweep:
+    """A sweep from its parsed mapping; `path` names it in errors and anchors a base path
+    (reslab study validates each variant's sweep this way before writing its file)."""
+    spec = parse_spec(raw, str(path))
     if isinstance(spec.base, str):
         base_path = path.parent / spec.base
         base_raw = read_yaml(base_path)
