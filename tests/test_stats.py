@@ -107,10 +107,16 @@ def test_one_seed_cannot_be_tested_with_t():
     assert r.mean_difference == pytest.approx(0.1)
 
 
-def test_constant_difference_over_seeds_is_significant_and_json_safe():
+def test_constant_difference_gets_the_exact_permutation_p_not_zero():
+    # 3 seeds, every one 0.25 better: 2 of the 2^3 sign flips are as extreme -> p = 0.25.
     r = compare_seeds({0: 0.5, 1: 0.75, 2: 0.25}, {0: 0.25, 1: 0.5, 2: 0.0})
-    assert r.significant and r.p_value == 0.0 and math.isinf(r.statistic)
+    assert r.test == "exact sign-flip" and r.p_value == 0.25 and not r.significant
+    assert math.isinf(r.statistic)
     assert json.loads(json.dumps(r.as_dict(), allow_nan=False))["statistic"] is None
+    six = compare_seeds({s: 0.9 for s in range(6)}, {s: 0.8 for s in range(6)})
+    assert six.p_value == pytest.approx(2 / 64) and six.significant
+    welch = compare_seeds({0: 0.9, 1: 0.9, 2: 0.9}, {3: 0.8, 4: 0.8, 5: 0.8})
+    assert welch.test == "exact permutation" and welch.p_value == pytest.approx(2 / 20)
 
 
 def test_identical_runs_are_not_different():

@@ -241,3 +241,7 @@ def test_example_studies_validate(example, scale):
     plan = load_study_plan(EXAMPLES / example, scale)
     assert len(plan.variants) >= 2
     assert len({v.name for v in plan.variants}) == len(plan.variants)
+    for variant in plan.variants:  # every `prepared:` value, the base's included, is a path
+        texts = [variant.cfg.to_yaml()] + ([yaml.safe_dump(variant.sweep.base_raw)]
+                                           if variant.sweep is not None else [])
+        assert all("prepared:" not in text for text in texts), variant.name

@@ -221,11 +221,14 @@ def _variant(path: Path, spec: StudySpec, base: dict, combo: tuple, config_keys:
     name = "-".join(value for _, value, _ in combo)
     where = f"{path}: variant {name}"
     raw = copy.deepcopy(base)
-    for _, _, overrides in [(None, None, spec.overrides), *combo]:
+    for overrides in (spec.overrides, *(o for _, _, o in combo), config_keys):
         for key, value in _flatten(overrides).items():
-            set_key(raw, key, _resolved(value, key, spec, path, out, where))
-    for key, value in _flatten(config_keys).items():
-        set_key(raw, key, _resolved(value, key, spec, path, out, where))
+            set_key(raw, key, value)
+    # Resolved after every layer is set, so the base's own `prepared:` values count too.
+    for key, value in _flatten(raw).items():
+        resolved = _resolved(value, key, spec, path, out, where)
+        if resolved != value:
+            set_key(raw, key, resolved)
     raw["name"] = name
     cfg = validate(raw, where)
     _check_variant(cfg, where)
