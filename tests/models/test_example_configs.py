@@ -8,8 +8,8 @@ import pytest
 from reslab.config import load_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# Sweep and comparison files have their own schemas (and their own tests).
-OTHER_SCHEMAS = ("sweeps", "compare")
+# Sweep, comparison and study files have their own schemas (and their own tests).
+OTHER_SCHEMAS = ("sweeps", "compare", "studies")
 CONFIGS = sorted(p for p in EXAMPLES.rglob("*.yaml")
                  if p.relative_to(EXAMPLES).parts[0] not in OTHER_SCHEMAS)
 
