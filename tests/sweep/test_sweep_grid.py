@@ -94,3 +94,36 @@ def test_journal_storage(write_sweep, tmp_path, sw):
     assert main(["sweep", str(path), "--out", str(out), "--storage", f"journal:{journal}"]) == 0
     assert journal.stat().st_size > 0 and not (out / "study.db").exists()
     assert [r["state"] for r in sw.read_csv(out / "trials.csv")] == ["COMPLETE"] * 2
+
+
+TINY_USER_MODEL = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, hidden: int = 8):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_chans, hidden, 3, padding=1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+'''
+
+
+def test_a_user_module_sweeps_and_its_best_config_finds_the_file(write_sweep, tmp_path, sw):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.py").write_text(TINY_USER_MODEL)
+    path = write_sweep(sampler="grid", base_train={"epochs": 1},
+                       base_model={"arch": "models/tiny.py:Tiny", "width": None},
+                       space={"train.lr": {"values": [0.05, 0.2]},
+                              "model.kwargs.hidden": {"values": [4, 8]}})
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--workers", "1"]) == 0
+    rows = sw.read_csv(out / "trials.csv")
+    assert len(rows) == 4 and {r["state"] for r in rows} == {"COMPLETE"}
+    assert all(float(r["value"]) > 0.1 for r in rows)  # above chance on 10 digit classes
+    best = load_config(out / "best.yaml")
+    assert best.model.arch == f"{(tmp_path / 'models' / 'tiny.py').resolve()}:Tiny"

@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import Config, fan_out_keys, parse_mapping, read_yaml, set_key, validate
+from ..config import (
+    Config,
+    ModelConfig,
+    fan_out_keys,
+    parse_mapping,
+    read_yaml,
+    set_key,
+    validate,
+)
 from ..errors import ReslabError
 
 Scalar = bool | int | float | str | None
@@ -199,10 +207,10 @@ def sweep_from_mapping(raw: Any, path: Path) -> Sweep:
     spec = parse_spec(raw, str(path))
     if isinstance(spec.base, str):
         base_path = path.parent / spec.base
-        base_raw = read_yaml(base_path)
+        base_raw = _with_absolute_arch(read_yaml(base_path), base_path.parent)
         base = validate(base_raw, str(base_path))
     else:
-        base_raw = spec.base
+        base_raw = _with_absolute_arch(spec.base, path.parent)
         base = validate(base_raw, f"{path}: base")
     if fan_out_keys(base):
         raise ReslabError(f"{path}: base: {', '.join(fan_out_keys(base))} names several runs; "
@@ -211,6 +219,16 @@ def sweep_from_mapping(raw: Any, path: Path) -> Sweep:
     sweep = Sweep(spec, path, base_raw, base)
     _normalise_space(sweep)
     return sweep
+
+
+def _with_absolute_arch(base_raw: Any, folder: Path) -> Any:
+    """A user model `file.py:Class` in the base is relative to the file that names it (as
+    in a config); trials run from the sweep directory, so it is made absolute here."""
+    model = base_raw.get("model") if isinstance(base_raw, dict) else None
+    if isinstance(model, dict) and isinstance(model.get("arch"), str):
+        arch = ModelConfig.resolve_arch(model["arch"], folder.resolve())
+        base_raw = {**base_raw, "model": {**model, "arch": arch}}
+    return base_raw
 
 
 def _normalise_space(sweep: Sweep) -> None:
