@@ -26,11 +26,14 @@ test-avx2: $(STAMP)
 	  --maxprocesses 4
 
 # Debian packages some tests use (PostgreSQL for multi-worker sweeps, Chromium for the report
-# browser test); those tests skip when they are missing.
+# browser test, pdflatex + booktabs to compile a study's .tex tables); those tests skip or fall
+# back to structural checks when they are missing.
 system-deps:
-	@if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	@if ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    || ! command -v pdflatex >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    postgresql chromium >/dev/null; \
+	    postgresql chromium >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install \
+	    -y -qq --no-install-recommends texlive-latex-base texlive-latex-recommended >/dev/null; \
 	fi
 
 clean:
