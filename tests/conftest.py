@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,36 @@ def cifar_train() -> Path:
     if not CIFAR_TRAIN.is_dir():
         pytest.skip("../shared/data/cifar10/train not present")
     return CIFAR_TRAIN
+
+
+class ReportSections(HTMLParser):
+    """{h2 heading: the texts of its h3 headings, cards, cells, captions, paragraphs}."""
+
+    TEXT_TAGS = ("h2", "h3", "td", "th", "figcaption", "p", "div")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: dict[str, list[str]] = {}
+        self._tag = None
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag
+
+    def handle_data(self, data):
+        text = data.strip()
+        if not text or self._tag not in self.TEXT_TAGS:
+            return
+        if self._tag == "h2":
+            self.sections[text] = []
+        elif self.sections:
+            self.sections[list(self.sections)[-1]].append(text)
+
+
+@pytest.fixture
+def report_sections():
+    """report_sections(html) -> {h2 heading: [texts under it]} of a report.html."""
+    def parse(html: str) -> dict[str, list[str]]:
+        doc = ReportSections()
+        doc.feed(html)
+        return doc.sections
+    return parse

@@ -3,7 +3,6 @@ scikit-learn (and a hand-written ECE) on the run's own logits; and the report's 
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -135,43 +134,19 @@ def test_result_json_has_the_headline_metrics_of_the_final_evaluation(trained):
     assert len(written["reliability"]) == 15 and written["confused_pairs"]
 
 
-class Sections(HTMLParser):
-    """h2 headings, and the text of each section's h3 headings and table cells."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: dict[str, list[str]] = {}
-        self.images = 0
-        self._tag = None
-
-    def handle_starttag(self, tag, attrs):
-        self._tag = tag
-        self.images += tag == "img"
-
-    def handle_data(self, data):
-        text = data.strip()
-        if not text or self._tag not in ("h2", "h3", "td", "th", "figcaption", "p", "div"):
-            return
-        if self._tag == "h2":
-            self.sections[text] = []
-        elif self.sections:
-            self.sections[list(self.sections)[-1]].append(text)
-
-
-def test_training_report_shows_environment_and_metrics(trained):
+def test_training_report_shows_environment_and_metrics(trained, report_sections):
     run, result, written, html = trained
-    doc = Sections()
-    doc.feed(html)
+    sections = report_sections(html)
     env = json.loads((run / "env.json").read_text())
-    environment = doc.sections["Environment"]
+    environment = sections["Environment"]
     assert "device" in environment and env["device"] in environment
     assert any(env["cpu_isa"]["capability"] in cell for cell in environment)
     assert any(torch.__version__ in cell for cell in environment)
-    metrics = doc.sections["Metrics"]
+    metrics = sections["Metrics"]
     for heading in ("Per class", "Calibration", "Most confused pairs"):
         assert heading in metrics
     assert f"{written['macro_f1']:.4f}" in metrics and f"{written['ece']:.4f}" in metrics
     assert f"{written['per_class']['3']['f1']:.4f}" in metrics
-    summary = doc.sections["Summary"]
+    summary = sections["Summary"]
     assert f"{result['top5']:.4f}" in summary and f"{result['nll']:.4f}" in summary
     assert (run / "plots" / "reliability.png").is_file()

@@ -3,7 +3,6 @@ eval_metrics.json (the files' contract: runs/env.py collect_env, runs/metrics.py
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 
 import torch
@@ -22,28 +21,6 @@ ENV = {"reslab": "0.1.0", "python": "3.11.7", "torch": "2.14.1", "torchvision": 
        "command": "reslab train exp.yaml --set train.lr=0.1", "world_size": 2}
 
 
-class Sections(HTMLParser):
-    """{h2 heading: the texts of its h3 headings, cards, cells, paragraphs}, and image count."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: dict[str, list[str]] = {}
-        self.images = 0
-        self._tag = None
-
-    def handle_starttag(self, tag, attrs):
-        self._tag = tag
-        self.images += tag == "img"
-
-    def handle_data(self, data):
-        if not data.strip() or self._tag not in ("h2", "h3", "td", "div", "p", "figcaption"):
-            return
-        if self._tag == "h2":
-            self.sections[data.strip()] = []
-        elif self.sections:
-            self.sections[list(self.sections)[-1]].append(data.strip())
-
-
 def make_run(root: Path, env: dict | None, metrics: dict | None) -> Path:
     d = root / "run"
     d.mkdir()
@@ -60,11 +37,9 @@ def make_run(root: Path, env: dict | None, metrics: dict | None) -> Path:
     return d
 
 
-def report_of(d: Path) -> tuple[Sections, str]:
+def report_of(d: Path, parse) -> tuple[dict[str, list[str]], str]:
     html, md = write_report(d)
-    doc = Sections()
-    doc.feed(html.read_text())
-    return doc, md.read_text()
+    return parse(html.read_text()), md.read_text()
 
 
 def known_metrics() -> dict:
@@ -78,10 +53,11 @@ def known_metrics() -> dict:
             **classification_metrics(logits, labels, CLASSES)}
 
 
-def test_environment_section_shows_where_and_with_what(tmp_path):
+def test_environment_section_shows_where_and_with_what(tmp_path, report_sections):
     earlier = {**ENV, "device": "AMD EPYC 9654", "cuda": None}
-    doc, md = report_of(make_run(tmp_path, {**ENV, "earlier": [earlier]}, None))
-    env = doc.sections["Environment"]
+    run = make_run(tmp_path, {**ENV, "earlier": [earlier]}, None)
+    sections, md = report_of(run, report_sections)
+    env = sections["Environment"]
     for text in ("NVIDIA H100 80GB HBM3", "AMD EPYC 9654", "8 x 2 processes",
                  "torch 2.14.1, torchvision 0.29.1", "13.0 (cuDNN 91000)",
                  "0.1.0 (git 0123456789ab, uncommitted changes)",
@@ -93,14 +69,14 @@ def test_environment_section_shows_where_and_with_what(tmp_path):
     resumed = next(t for t in env if t.startswith("Resumed"))
     assert "device differs" in resumed and "cuda differs" in resumed
     assert "| device | NVIDIA H100 80GB HBM3 |" in md
-    assert "Metrics" not in doc.sections  # no eval_metrics.json: no section
+    assert "Metrics" not in sections  # no eval_metrics.json: no section
 
 
-def test_metrics_section_tables_reliability_and_pairs(tmp_path):
+def test_metrics_section_tables_reliability_and_pairs(tmp_path, report_sections):
     metrics = known_metrics()
-    doc, md = report_of(make_run(tmp_path, None, metrics))
-    assert "Environment" not in doc.sections
-    section = doc.sections["Metrics"]
+    sections, md = report_of(make_run(tmp_path, None, metrics), report_sections)
+    assert "Environment" not in sections
+    section = sections["Metrics"]
     assert f"{metrics['accuracy']:.4f}" in section and f"{metrics['top5']:.4f}" in section
     assert f"{metrics['macro_f1']:.4f}" in section and f"{metrics['ece']:.4f}" in section
     assert any("data-root split on /data/holdout, 10 images" in t for t in section)
@@ -111,13 +87,13 @@ def test_metrics_section_tables_reliability_and_pairs(tmp_path):
     assert "| dog | cat | 2 |" in md and "| bird | dog | 1 |" in md
     assert "![Accuracy per confidence bin" in md and (tmp_path / "run" / "plots" /
                                                      "reliability.png").is_file()
-    summary = doc.sections["Summary"]
+    summary = sections["Summary"]
     assert f"{metrics['nll']:.4f}" in summary and "top-5 accuracy" in summary
 
 
-def test_a_perfect_evaluation_says_so(tmp_path):
+def test_a_perfect_evaluation_says_so(tmp_path, report_sections):
     labels = torch.arange(7)
     metrics = {"split": "test", "n": 7, **classification_metrics(
         torch.eye(7) * 5, labels, CLASSES)}
-    doc, _ = report_of(make_run(tmp_path, None, metrics))
-    assert "No image was misclassified." in doc.sections["Metrics"]
+    sections, _ = report_of(make_run(tmp_path, None, metrics), report_sections)
+    assert "No image was misclassified." in sections["Metrics"]
