@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -118,3 +122,57 @@ def report_sections():
         doc.feed(html)
         return doc.sections
     return parse
+
+
+class Interrupt(Exception):
+    """Raised from an on_epoch callback: a run killed between epochs."""
+
+
+def strip_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.fixture
+def cut_and_resume(tmp_path):
+    """cut_and_resume(cfg) -> (straight result, resumed result, straight rows, resumed rows):
+    `cfg` trained straight into full/, and into cut/ stopped after epoch 2 and resumed
+    (metrics rows without their timings)."""
+    import reslab
+    from reslab.utils import read_jsonl
+
+    def run(cfg: dict):
+        full = reslab.train(cfg, out=tmp_path / "full", quiet=True)
+
+        def stop_after_2(row):
+            if row["epoch"] == 2:
+                raise Interrupt
+
+        with pytest.raises(Interrupt):
+            reslab.train(cfg, out=tmp_path / "cut", on_epoch=stop_after_2, quiet=True)
+        resumed = reslab.train(resume=tmp_path / "cut", quiet=True)
+        return full, resumed, *(strip_times(read_jsonl(tmp_path / n / "metrics.jsonl"))
+                                for n in ("full", "cut"))
+    return run
+
+
+@pytest.fixture
+def single_and_two_ranks(tmp_path):
+    """single_and_two_ranks(cfg) -> (metrics rows of one process, of 2 gloo ranks under
+    torchrun, torchrun's stdout), run from scratch into tmp_path/single and tmp_path/ddp."""
+    import reslab
+    from reslab.utils import read_jsonl
+
+    def run(cfg: dict):
+        path = tmp_path / "ddp.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        reslab.train(cfg, out=tmp_path / "single", quiet=True)
+        torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m",
+                               "reslab", "train", str(path), "--out", str(tmp_path / "ddp")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return (read_jsonl(tmp_path / "single" / "metrics.jsonl"),
+                read_jsonl(tmp_path / "ddp" / "metrics.jsonl"), proc.stdout)
+    return run

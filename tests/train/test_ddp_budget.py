@@ -1,11 +1,6 @@
 """Distributed training under torchrun (gloo on CPU) and time-budgeted runs."""
-import os
-import shutil
-import subprocess
-import sys
 
 import pytest
-import yaml
 
 import reslab
 from reslab.utils import read_jsonl
@@ -13,21 +8,12 @@ from reslab.utils import read_jsonl
 KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc")
 
 
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path, fast_config):
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path, fast_config,
+                                                                     single_and_two_ranks):
     cfg = fast_config(data={"augment": "none"},
                       train={"epochs": 2, "batch_size": 64, "sync_bn": True, "threads": 1,
                              "amp": "off"})
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    reslab.train(cfg, out=tmp_path / "single", quiet=True)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "reslab",
-                           "train", str(path), "--out", str(tmp_path / "ddp")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    single = read_jsonl(tmp_path / "single" / "metrics.jsonl")
-    ddp = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")
+    single, ddp, stdout = single_and_two_ranks(cfg)
     assert len(single) == len(ddp) == 2
     for a, b in zip(single, ddp):
         for key in KEYS:
@@ -36,7 +22,7 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path, f
             tol = {"rel": 2e-3} if key.endswith("loss") else {"abs": 0.01}
             assert b[key] == pytest.approx(a[key], **tol), key
     # Rank 0 alone writes: one line per epoch, and nothing else appeared beside the run.
-    assert proc.stdout.count("Epoch 1, ") == 1
+    assert stdout.count("Epoch 1, ") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "ddp.yaml", "single"]
 
 

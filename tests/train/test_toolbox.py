@@ -3,17 +3,12 @@ optimizer steps, Lookahead and the whitening init (tiny digits runs, a few secon
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
@@ -181,24 +176,15 @@ def test_without_ema_the_run_directory_is_as_before(tmp_path, fast_config):
 
 # ---------------------------------------------------------------------------- exact resume
 def test_interrupted_and_resumed_run_with_the_toolbox_equals_uninterrupted(tmp_path,
-                                                                          fast_config):
+                                                                          fast_config,
+                                                                          cut_and_resume):
     cfg = fast_config(model={"dropout": 0.1}, data={"augment": "crop-flip"},
                       train={"epochs": 4, "scheduler": "onecycle", "init": "whiten",
                              "ema": {"decay": 0.8, "warmup_steps": 3, "every": 2,
                                      "select": "best"},
                              "lookahead": {"k": 3, "alpha": 0.5}, "grad_clip": 0.5,
                              "accumulate": 2})
-    full = reslab.train(cfg, out=tmp_path / "full", quiet=True)
-
-    def stop_after_2(row):
-        if row["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        reslab.train(cfg, out=tmp_path / "cut", on_epoch=stop_after_2, quiet=True)
-    resumed = reslab.train(resume=tmp_path / "cut", quiet=True)
-    a = strip_times(read_jsonl(tmp_path / "full" / "metrics.jsonl"))
-    b = strip_times(read_jsonl(tmp_path / "cut" / "metrics.jsonl"))
+    full, resumed, a, b = cut_and_resume(cfg)
     assert a == b and "grad_norm" in a[0] and "val_acc_ema" in a[0]
     for key in ("test_acc", "eval_weights", "best_epoch", "best_val_acc_ema"):
         assert resumed[key] == full[key], key
@@ -409,22 +395,13 @@ def test_whitening_refuses_a_model_whose_first_conv_does_not_see_the_image(
 
 
 # -------------------------------------------------------------------------------------- DDP
-def test_two_gloo_ranks_accumulate_clip_and_average_like_one_process(tmp_path, fast_config):
+def test_two_gloo_ranks_accumulate_clip_and_average_like_one_process(tmp_path, fast_config,
+                                                                      single_and_two_ranks):
     cfg = fast_config(data={"augment": "none"},
                       train={"epochs": 2, "batch_size": 32, "accumulate": 2, "grad_clip": 0.5,
                              "ema": {"decay": 0.8, "select": "best"}, "sync_bn": True,
                              "threads": 1, "amp": "off"})
-    path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    reslab.train(cfg, out=tmp_path / "single", quiet=True)
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "reslab",
-                           "train", str(path), "--out", str(tmp_path / "ddp")], check=False,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    single = read_jsonl(tmp_path / "single" / "metrics.jsonl")
-    ddp = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")
+    single, ddp, stdout = single_and_two_ranks(cfg)
     for a, b in zip(single, ddp, strict=True):
         for key in ("train_loss", "val_loss", "val_loss_ema", "grad_norm"):
             assert b[key] == pytest.approx(a[key], rel=2e-3), key

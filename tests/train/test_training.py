@@ -70,20 +70,10 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, fast_config):
+def test_interrupted_and_resumed_run_equals_uninterrupted(fast_config, cut_and_resume):
     cfg = fast_config(train={"epochs": 4, "scheduler": "onecycle"}, model={"dropout": 0.1},
                       data={"augment": "crop-flip"})
-    full = reslab.train(cfg, out=tmp_path / "full", quiet=True)
-
-    def stop_after_2(row):
-        if row["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        reslab.train(cfg, out=tmp_path / "cut", on_epoch=stop_after_2, quiet=True)
-    resumed = reslab.train(resume=tmp_path / "cut", quiet=True)
-    a = strip_times(read_jsonl(tmp_path / "full" / "metrics.jsonl"))
-    b = strip_times(read_jsonl(tmp_path / "cut" / "metrics.jsonl"))
+    full, resumed, a, b = cut_and_resume(cfg)
     assert a == b
     assert resumed["test_acc"] == full["test_acc"]
 
