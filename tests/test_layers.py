@@ -16,9 +16,10 @@ LAYERS = {
     "data": 3, "models": 3,
     "runs": 4,
     "training": 5, "evaluate": 5, "report": 5,
-    "sweep": 6,
-    "studies": 7,
-    "api": 8, "cli": 9, "__main__": 10,
+    "execute": 6,
+    "sweep": 7,
+    "studies": 8,
+    "api": 9, "cli": 10, "__main__": 11,
 }
 ROOT = "__init__"  # the package root: version, thin lazy API wrappers; importable by all
 

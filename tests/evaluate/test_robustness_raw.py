@@ -23,8 +23,8 @@ from reslab.evaluate.robustness import (
     source_full_scale,
     through_display,
 )
+from reslab.execute import ensure_robustness
 from reslab.runs.rundir import RunDir
-from reslab.studies.compare import ensure_robustness
 
 CLASSES = ("a", "b", "c")
 
@@ -159,13 +159,13 @@ def test_a_cached_result_made_in_another_mode_is_recomputed_never_mixed_in(exr_r
     run, logged = RunDir(exr_run), []
     run_robustness(exr_run, raw=True)
     raw_rows = run.read_robustness()
-    ensure_robustness(run, "seed", logged.append)            # display wanted: recomputed
+    ensure_robustness(run, "seed", log=logged.append)        # display wanted: recomputed
     assert len(logged) == 1 and modes(exr_run) == {"display"}
     display_rows = run.read_robustness()
     assert len(display_rows) == len(raw_rows) == 1 + len(SEED_SUITE)
-    ensure_robustness(run, "seed", logged.append)            # up to date: kept
+    ensure_robustness(run, "seed", log=logged.append)        # up to date: kept
     assert len(logged) == 1 and run.read_robustness() == display_rows
-    ensure_robustness(run, "seed", logged.append, raw=True)  # raw wanted again: recomputed
+    ensure_robustness(run, "seed", True, logged.append)      # raw wanted again: recomputed
     assert len(logged) == 2 and run.read_robustness() == raw_rows
 
 

@@ -7,9 +7,9 @@ import yaml
 
 from reslab.config import load_config
 from reslab.errors import ReslabError
+from reslab.execute import run_one, runner
 from reslab.runs.rundir import CompareDir
-from reslab.studies import compare
-from reslab.studies.compare import Entry, ensure_run, load_study, run_compare
+from reslab.studies.compare import Entry, entry_specs, load_study, run_compare
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "compare"
 
@@ -55,7 +55,7 @@ def compared(tmp_path_factory):
 def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
-    monkeypatch.setattr(compare, "train", refuse)
+    monkeypatch.setattr(runner, "run_training", refuse)
 
 
 def test_compare_trains_both_and_writes_table_plots_report(compared):
@@ -101,10 +101,11 @@ def test_interrupted_run_is_resumed(compared, monkeypatch, tmp_path):
     shutil.copytree(out / "runs" / "w4", tmp_path / "runs" / "w4")
     (tmp_path / "runs" / "w4" / "result.json").unlink()
     calls = []
-    monkeypatch.setattr(compare, "train", lambda *a, **k: calls.append(k))
+    monkeypatch.setattr(runner, "run_training", lambda *a, **k: calls.append(k))
     entry = Entry("w4", load_study(compared[0]).entries[0].cfg)
-    ensure_run(entry, CompareDir(tmp_path), quiet=True, log=lambda _: None)
-    assert calls == [{"resume": tmp_path / "runs" / "w4", "quiet": True}]
+    (spec,) = entry_specs(entry, CompareDir(tmp_path), None)
+    assert run_one(spec, quiet=True).status == "resumed"
+    assert [c["resume"] for c in calls] == [tmp_path / "runs" / "w4"]
 
 
 @pytest.mark.parametrize("name", ["digits-two-models.yaml", "resnet34-vs-vgg16.yaml"])

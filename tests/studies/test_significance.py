@@ -12,12 +12,12 @@ import yaml
 
 from reslab.config import load_config
 from reslab.errors import ReslabError
+from reslab.execute import repeats
 from reslab.runs.rundir import CompareDir, RunDir
 from reslab.stats import Comparison
 from reslab.studies import compare
 from reslab.studies.compare import load_study, run_compare
 from reslab.studies.significance import Trained, pair_tests, why_not_shared
-from reslab.training import repeats
 
 
 def digits(name, epochs, seed=0, **data):

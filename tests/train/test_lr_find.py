@@ -105,3 +105,16 @@ def test_a_users_folder_is_refused(cli, config_file, tmp_path):
     assert code == 2
     one_error_line(err, "not empty and was not made by reslab")
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_lr_find_builds_the_run_train_would_machine_class_and_init(fast_config):
+    cfg = fast_config(data={"max_per_class": 10}, train={"init": "whiten", "batch_size": 64})
+    cfg["machine"] = {name: {"train.batch_size": 16} for name in ("cpu-fp32", "cpu-bf16")}
+    lines: list[str] = []
+    resolved, _ = lr_find(cfg, steps=10, log=lines.append)
+    assert resolved.train.batch_size == 16  # the machine class's set, as train applies it
+    assert any(line.startswith("machine class cpu-") and "train.batch_size=16" in line
+               for line in lines), lines
+    assert any(line.startswith("Whitening init: first conv") for line in lines), lines
+    kept, _ = lr_find(cfg, ["train.batch_size=8"], steps=10, log=lines.append)
+    assert kept.train.batch_size == 8  # the user's --set wins over the machine class

@@ -15,8 +15,8 @@ from scipy import stats as st
 import reslab
 from reslab.config import load_config
 from reslab.errors import ReslabError
+from reslab.execute import runner
 from reslab.runs.rundir import RepeatsDir
-from reslab.training import repeats
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 SUMMARY_KEYS = ["mean", "std", "ci95_low", "ci95_high", "n", "values"]
@@ -106,8 +106,8 @@ def test_interrupted_repeats_continue_without_retraining_finished_seeds(fast_con
     seed0 = (out / "seed-0" / "result.json").read_text()
 
     calls = []
-    real = repeats.run_training
-    monkeypatch.setattr(repeats, "run_training",
+    real = runner.run_training
+    monkeypatch.setattr(runner, "run_training",
                         lambda *a, **k: calls.append(k.get("resume") or k["out"]) or real(*a, **k))
     summary = reslab.train(cfg, out=out, repeats=3, quiet=True)
     assert calls == [out / "seed-1", out / "seed-2"]  # seed-1 resumed, seed-2 trained, no seed-0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._parsers import command_parser
+from ._parsers import add_executor_flags, add_set_flag, command_parser, exec_options
 
 DESCRIPTION = """\
 Train (or reuse) every run a study file lists, then write DIR/compare.csv, DIR/compare.md,
@@ -35,6 +35,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--out", metavar="DIR", help="comparison directory (default: compare/NAME)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training lines")
+    add_set_flag(p)
+    add_executor_flags(p)
     return p
 
 
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from ..studies.compare import cell, run_compare, shown_columns
     from ._parsers import show_table
 
-    rows = run_compare(args.study, args.out, quiet=args.quiet)
+    rows = run_compare(args.study, args.out, quiet=args.quiet, options=exec_options(args),
+                       overrides=args.overrides)
     cols = shown_columns(rows)
     show_table(cols, [[cell(r.get(c), c, r) for c in cols] for r in rows], title="Comparison")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._parsers import command_parser
+from ._parsers import add_executor_flags, add_set_flag, command_parser, exec_options
 
 DESCRIPTION = """\
 Run a whole study: every variant (the cartesian product of the study's axes) through the
@@ -38,14 +38,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=("tiny", "full"), default="full",
                    help="tiny: the study's quick check (scale.tiny); full (default): its "
                    "protocol")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes of each variant's sweep (default 1)")
     p.add_argument("--storage", metavar="URL", help="Optuna storage for the sweeps (default: "
                    "SQLite in each sweep's directory); one study per variant in it")
     p.add_argument("--variants", metavar="NAME,...", help="run only these variants")
     p.add_argument("--check", action="store_true",
                    help="validate the study and list its variants; train nothing")
     p.add_argument("--quiet", action="store_true", help="no per-epoch training lines")
+    add_set_flag(p)
+    add_executor_flags(p)
     return p
 
 
@@ -54,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from ..studies.study_spec import load_study_plan
 
     if args.check:
-        plan = load_study_plan(args.study, args.scale)
+        plan = load_study_plan(args.study, args.scale, sets=args.overrides)
         for variant in plan.variants:
             print(f"{variant.name}: " + ", ".join(f"{a}={v}" for a, v in variant.values.items()))
         print(f"{plan.name}: {len(plan.variants)} variants at scale {plan.scale}; valid")
         return 0
     only = [n for n in (args.variants or "").split(",") if n]
-    run_study(args.study, args.out, scale=args.scale, workers=args.workers,
-              storage=args.storage, only=only or None, quiet=args.quiet)
+    run_study(args.study, args.out, scale=args.scale, storage=args.storage, only=only or None,
+              quiet=args.quiet, options=exec_options(args), sets=args.overrides)
     return 0

@@ -1,7 +1,10 @@
-"""reslab sweep SWEEP.yaml [--out DIR] [--storage URL] [--workers N] [--study NAME]"""
+"""reslab sweep SWEEP.yaml [--out DIR] [--storage URL] [--study NAME] [--set K=V] [--workers N]
+[--gpus 0,1] [--runs-per-gpu K]"""
 from __future__ import annotations
 
 import argparse
+
+from ._parsers import add_executor_flags, add_set_flag, exec_options
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -15,15 +18,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage: sqlite:///PATH (default DIR/study.db), "
                    "postgresql+psycopg2://USER@HOST/DB, or journal:PATH")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="local worker processes (default 1); cores are split between them")
     p.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
+    add_set_flag(p)
+    add_executor_flags(p, what="trials")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..sweep.run import run_sweep
 
-    run_sweep(args.spec, out=args.out, storage=args.storage, workers=args.workers,
-              study_name=args.study)
+    run_sweep(args.spec, out=args.out, storage=args.storage, study_name=args.study,
+              options=exec_options(args), overrides=args.overrides)
     return 0

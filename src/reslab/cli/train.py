@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ReslabError
-from ._parsers import command_parser
+from ._parsers import add_executor_flags, command_parser, exec_options
 
 DESCRIPTION = """\
 Train a model from a YAML config into a run directory. Every key can be overridden with
@@ -15,7 +15,8 @@ Several runs of one config (the data split fixed by data.split_seed):
   --folds K     k-fold: folds 0..K-1 into DIR/fold-i/ (or data.folds: K without data.fold)
 DIR then holds repeats.yaml, summary.json and summary.csv (mean, std, 95 % t-interval, n and
 the values per metric of result.json and per robustness row) and report.html. Re-running the
-command (or --resume DIR) reuses the finished runs and resumes an interrupted one."""
+command (or --resume DIR) reuses the finished runs and resumes an interrupted one; two copies
+of it on one DIR share the runs (--workers/--gpus/--executor: where they train)."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, metavar="K",
                    help="k-fold: train one run per fold 0..K-1 (data.folds=K, data.fold=i)")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    add_executor_flags(p)
     return p
 
 
@@ -42,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     if args.config and args.resume:
         raise ReslabError("give either CONFIG or --resume RUN_DIR, not both")
     train(args.config, out=args.out, resume=args.resume, overrides=args.overrides,
-          quiet=args.quiet, repeats=args.repeats, folds=args.folds)
+          quiet=args.quiet, repeats=args.repeats, folds=args.folds, options=exec_options(args))
     return 0

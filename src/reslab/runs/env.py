@@ -18,8 +18,6 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-
 GIT_TIMEOUT_S = 5
 # CPU features that decide which training kernels run: x86 vector/matrix units, ARM ones.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
@@ -47,7 +45,7 @@ def collect_env(argv: list[str] | None = None, threads: int | None = None,
     cpu = cpu_model()
     cuda = torch.cuda.is_available()
     return {
-        "reslab": __version__,
+        "reslab": _version("reslab"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
@@ -62,6 +60,8 @@ def collect_env(argv: list[str] | None = None, threads: int | None = None,
         "os": platform.platform(),
         "git": git_state(Path(__file__).resolve().parents[1]),
         "command": shlex.join(sys.argv if argv is None else argv),
+        # The GPUs this process was given (run executor: one worker per listed GPU; Ray).
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 

@@ -25,6 +25,7 @@ from ..config import Config, load_config
 from ..errors import ReslabError
 from ..stats import SUMMARY_COLUMNS, Comparison, summary_rows
 from ..utils import (
+    TMP_SUFFIX,
     append_jsonl,
     atomic_write_bytes,
     atomic_write_text,
@@ -37,6 +38,7 @@ from ..utils import (
     write_csv,
     write_json,
 )
+from .claim import CLAIM, CLAIM_LOCK, RunClaim, read_holder
 from .env import env_differences
 
 MARKER = ".reslab"
@@ -66,7 +68,10 @@ def claim_dir(path: Path, kind: str, flag: str = "--out",
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ReslabError(f"{flag} {path} is a file; expected a directory (new or empty)")
-    if path.is_dir() and any(p.name not in own_files for p in path.iterdir()):
+    # A claim, its lock and temp files may appear while another process sets the run up.
+    ignored = {*own_files, CLAIM, CLAIM_LOCK}
+    if path.is_dir() and any(p.name not in ignored and not p.name.endswith(TMP_SUFFIX)
+                             for p in path.iterdir()):
         found = marked_kind(path)
         if found is None:
             raise ReslabError(f"{flag} {path} is not empty and was not made by reslab; choose "
@@ -77,8 +82,16 @@ def claim_dir(path: Path, kind: str, flag: str = "--out",
     path.mkdir(parents=True, exist_ok=True)
     if marked_kind(path) is None:
         atomic_write_text(path / MARKER, kind + "\n")
-    remove_stale_temp_files(path)
+    clean_temp_files(path)
     return path
+
+
+def clean_temp_files(path: Path) -> None:
+    """Remove the temp files a killed write left behind, unless a live process holds the
+    directory's claim: those are its writes in flight."""
+    holder = read_holder(path)
+    if holder is None or holder.is_stale():
+        remove_stale_temp_files(path)
 
 
 class Directory:
@@ -100,13 +113,16 @@ class RunDir(Directory):
 
     @staticmethod
     def create(cfg: Config, out: str | Path | None, root: Path = Path("runs")) -> RunDir:
-        """A directory for a new run. Refused: a user's folder, or a run that has started
-        (use --resume). A run killed before its first checkpoint is started over."""
-        run = RunDir(claim_dir(Path(out) if out is not None else default_out(cfg, root), "run"))
-        if run.has_started():
-            raise ReslabError(f"--out {run.path} already holds a run; use --resume {run.path} "
+        """A directory for a new run. Refused: a user's folder or another kind of reslab
+        directory. The trainer then takes the run's claim and calls `require_new` (a run
+        killed before its first checkpoint is started over)."""
+        return RunDir(claim_dir(Path(out) if out is not None else default_out(cfg, root), "run"))
+
+    def require_new(self) -> None:
+        """Refuse to start over a run that has a checkpoint (checked under the run's claim)."""
+        if self.has_started():
+            raise ReslabError(f"--out {self.path} already holds a run; use --resume {self.path} "
                               "to continue it or choose another directory")
-        return run
 
     @staticmethod
     def open(path: str | Path) -> RunDir:
@@ -117,8 +133,15 @@ class RunDir(Directory):
         if marked_kind(run.path) != "run" and not (run.last.exists() or run.metrics.exists()):
             raise ReslabError(f"{run.path} is not a run directory reslab made (no {MARKER} "
                               "marker, checkpoint or metrics.jsonl); nothing was changed")
-        remove_stale_temp_files(run.path)
+        clean_temp_files(run.path)
         return run
+
+    def take_claim(self) -> RunClaim:
+        """Become the run's one writer (runs/claim.py), or raise RunClaimed naming the live
+        holder; then clear what a killed earlier writer left half-written."""
+        claim = RunClaim.take(self.path)
+        remove_stale_temp_files(self.path)
+        return claim
 
     def discard(self) -> None:
         """Delete this run directory; only one reslab made (marked) is ever deleted."""
@@ -150,6 +173,16 @@ class RunDir(Directory):
 
     def read_env(self) -> dict | None:
         return read_json(self.env) if self.env.is_file() else None
+
+    def device_label(self) -> str:
+        """Where the run trained, for tables: 'gpu 1' (the CUDA_VISIBLE_DEVICES its worker
+        was given), 'gpu', or 'cpu' ('cpu (CUDA_VISIBLE_DEVICES=1)' when a GPU was assigned
+        but CUDA was not there)."""
+        env = self.read_env() or {}
+        gpu = env.get("cuda_visible_devices")
+        if env.get("cuda"):
+            return f"gpu {gpu}" if gpu else "gpu"
+        return f"cpu (CUDA_VISIBLE_DEVICES={gpu})" if gpu else "cpu"
 
     # Written every epoch: a metrics row, last.pt, best.pt when it improved, TensorBoard.
     metrics = property(lambda self: self.path / "metrics.jsonl")

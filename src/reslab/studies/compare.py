@@ -55,23 +55,18 @@ from ..config import (
 )
 from ..errors import ReslabError
 from ..evaluate.perturb import SUITES
-from ..evaluate.robustness import (
-    SUITE_CHOICES,
-    mean_corruption_accuracy,
-    run_robustness,
-    suite_levels,
-)
+from ..evaluate.robustness import SUITE_CHOICES, mean_corruption_accuracy, suite_levels
+from ..execute import ExecOptions, RunSpec, ensure_robustness, execute
+from ..execute.repeats import Plan, finished_runs, member_specs, plan, write_summary
 from ..report import write_report
 from ..report.html import significance_sentence
-from ..report.plots import plot_mean_curves, plot_overlaid_curves, plot_robustness
+from ..report.plots import plot_mean_curves, plot_overlaid_curves
 from ..runs.rundir import CompareDir, RepeatsDir, RunDir, safe_name
 from ..stats import Comparison, summarize
-from ..training import train
-from ..training.repeats import Plan, finished_runs, plan, run_repeats, write_summary
 from .significance import SPLIT_KEYS, Trained, pair_tests
 
 BASE_COLUMNS = ("name", "model", "format", "params", "best_val_acc", "test_acc", "epochs",
-                "seconds_per_epoch", "runs")
+                "seconds_per_epoch", "runs", "device")
 CI_COLUMNS = ("best_val_acc", "test_acc")  # with repeats: <key>_ci95_low, <key>_ci95_high
 CURVE_KEYS = ("train_loss", "val_acc", "test_acc")
 Log = Callable[[str], None]
@@ -118,11 +113,13 @@ class Study:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_study(path: str | Path) -> Study:
-    """Read and validate STUDY.yaml (every entry's config too) or raise a one-line error."""
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and validate STUDY.yaml (every entry's config too) or raise a one-line error.
+    `overrides` (--set) go after the file's own `overrides:`."""
     path = Path(path)
     spec = parse_mapping(StudyFile, _read_study(path), str(path), "a runs: list")
-    entries = [_entry(item, i, path, spec.overrides) for i, item in enumerate(spec.runs)]
+    extra = [*spec.overrides, *(overrides or [])]
+    entries = [_entry(item, i, path, extra) for i, item in enumerate(spec.runs)]
     for i, entry in enumerate(entries):
         _plan_repeats(entry, spec.repeats, f"{path}: runs[{i}]")
     _dedupe(entries)
@@ -205,19 +202,21 @@ def split_warnings(entries: list[Entry]) -> list[str]:
 
 # ----------------------------------------------------------------------------- running
 def run_compare(study_path: str | Path, out: str | Path | None = None, quiet: bool = False,
-                log: Log | None = None) -> list[dict]:
-    """Train or reuse every run of the study, then write compare.csv/.md, significance.csv,
-    plots and report."""
+                log: Log | None = None, options: ExecOptions | None = None,
+                overrides: list[str] | None = None) -> list[dict]:
+    """Train or reuse every run of the comparison through the run executor (`options`:
+    workers, GPUs, backend), then write compare.csv/.md, significance.csv, plots and report.
+    `overrides` (--set) apply to every config trained here, after the file's own."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    study = load_study(study_path)
+    study = load_study(study_path, overrides)
     out = CompareDir(out if out is not None else Path("compare") / safe_name(study.name))
     out.claim()
     for warning in split_warnings(study.entries):
         log(f"warning: {warning}")
-    trained = [ensure_entry(e, out, quiet, log) for e in study.entries]
-    if study.suite:
-        for entry in trained:
-            entry_robustness(entry, out, study.suite, log)
+    robustness = (study.suite, False) if study.suite else None
+    specs = [spec for e in study.entries for spec in entry_specs(e, out, robustness)]
+    execute(specs, options or ExecOptions(quiet=quiet), log)
+    trained = [finished_entry(e, out, study.suite, log) for e in study.entries]
     rows = [entry_row(t, study.suite) for t in trained]
     results = pair_tests(trained)
     write_outputs(out, rows, trained, results, study, log)
@@ -225,42 +224,45 @@ def run_compare(study_path: str | Path, out: str | Path | None = None, quiet: bo
     return rows
 
 
-def ensure_entry(entry: Entry, out: CompareDir, quiet: bool, log: Log) -> Trained:
-    """The entry's finished runs by seed: one run (ensure_run) or its seed runs (repeats)."""
+def entry_specs(entry: Entry, out: CompareDir, robustness: tuple[str, bool] | None
+                ) -> list[RunSpec]:
+    """The runs an entry needs trained: none for an existing run (linked, read only), one
+    run, or its seed runs (a repeats directory under runs/<name>/)."""
+    if entry.run_dir is not None:
+        return []
     if entry.fan is None:
-        path = ensure_run(entry, out, quiet, log)
+        return [RunSpec(entry.name, entry.cfg.to_dict(), str(out.entry(entry.name)),
+                        robustness=robustness)]
+    target = RepeatsDir.create(entry.fan.cfg, out.entry(entry.name))
+    target.write_plan(entry.fan.cfg)
+    return member_specs(target, entry.fan, f"{entry.name}/", robustness)
+
+
+def finished_entry(entry: Entry, out: CompareDir, suite: str | None, log: Log) -> Trained:
+    """The entry's finished runs by seed, once the executor is done."""
+    if entry.run_dir is not None:
+        path = _link_existing(entry, out.entry(entry.name), log)
         if RepeatsDir(path).plan_yaml.is_file():  # an existing repeats directory, linked
-            return repeats_entry(entry.name, RepeatsDir(path))
-        return Trained(entry.name, RunDir(path).read_config(), {entry.cfg.train.seed: RunDir(path)})
-    log(f"{entry.name}: {len(entry.fan.members)} seed runs in {out.entry(entry.name)}")
-    target, _ = run_repeats(entry.fan.cfg, out=out.entry(entry.name), quiet=quiet,
-                            log=lambda line: log(f"{entry.name}: {line}"))
-    return repeats_entry(entry.name, target)
+            trained = repeats_entry(entry.name, RepeatsDir(path))
+        else:
+            trained = Trained(entry.name, RunDir(path).read_config(),
+                              {entry.cfg.train.seed: RunDir(path)})
+        for run in trained.runs.values() if suite else ():
+            ensure_robustness(run, suite, log=log)
+    elif entry.fan is None:
+        run = RunDir(out.entry(entry.name))
+        trained = Trained(entry.name, run.read_config(), {entry.cfg.train.seed: run})
+    else:
+        trained = repeats_entry(entry.name, out.entry_repeats(entry.name))
+    repeats = out.entry_repeats(entry.name)
+    if repeats.plan_yaml.is_file():  # its summary gains the robustness rows
+        write_summary(repeats)
+    return trained
 
 
 def repeats_entry(name: str, target: RepeatsDir) -> Trained:
     fan = plan(target.read_plan())
     return Trained(name, fan.cfg, {m.key: run for m, run in finished_runs(target, fan)})
-
-
-def ensure_run(entry: Entry, out: CompareDir, quiet: bool, log: Log) -> Path:
-    """The entry's run directory under `runs/`, trained, resumed or reused as needed."""
-    target = out.entry(entry.name)
-    run = RunDir(target)
-    if entry.run_dir is not None:
-        return _link_existing(entry, target, log)
-    if run.result.is_file():
-        if run.read_config().to_dict() != entry.cfg.to_dict():
-            log(f"warning: {target} was trained with a different config than the study gives "
-                "now; it is reused as is (delete it to retrain)")
-        log(f"{entry.name}: finished run in {target}, reused")
-    elif run.has_started():
-        log(f"{entry.name}: resuming {target}")
-        train(resume=target, quiet=quiet)
-    else:
-        log(f"{entry.name}: training into {target}")
-        train(entry.cfg, out=target, quiet=quiet)
-    return target
 
 
 def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
@@ -287,30 +289,6 @@ def _link_existing(entry: Entry, target: Path, log: Log) -> Path:
     return target
 
 
-def entry_robustness(entry: Trained, out: CompareDir, suite: str, log: Log) -> None:
-    """Robustness rows for each of the entry's runs; a repeats entry's summary then gains
-    them (its summary.json summarises every robustness row)."""
-    for run in entry.runs.values():
-        ensure_robustness(run, suite, log)
-    repeats = out.entry_repeats(entry.name)
-    if repeats.plan_yaml.is_file():
-        write_summary(repeats)
-
-
-def ensure_robustness(run: RunDir, suite: str, log: Log, raw: bool = False) -> None:
-    """Robustness rows for the suite in the wanted mode; rows made in another mode are
-    recomputed, never mixed in."""
-    mode = "raw" if raw else "display"
-    wanted = {(n, s) for n, s, _ in suite_levels(suite)}
-    have = {(r["perturbation"], r["severity"]) for r in run.read_robustness()
-            if r["mode"] == mode}
-    if wanted <= have:
-        return
-    log(f"{run.path.name}: robustness ({suite} suite, {mode})")
-    rows = run_robustness(run.path, suite=suite, raw=raw)
-    plot_robustness(rows, run.plots / "robustness.png")
-
-
 # ----------------------------------------------------------------------------- rows
 def entry_row(entry: Trained, suite: str | None) -> dict:
     """One table row: the run's values, or with several runs their means (plus the 95 %
@@ -329,6 +307,7 @@ def entry_row(entry: Trained, suite: str | None) -> dict:
             out[f"{key}_ci95_low"] = entry_summary["ci95_low"]
             out[f"{key}_ci95_high"] = entry_summary["ci95_high"]
     out["runs"] = len(rows)
+    out["device"] = ", ".join(sorted({r["device"] for r in rows}))
     return out
 
 
@@ -342,7 +321,7 @@ def compare_row(name: str, run: RunDir, suite: str | None) -> dict:
     row = {"name": name, "model": cfg.model.arch, "format": data_format(run, cfg),
            "params": result.get("params"), "best_val_acc": result.get("best_val_acc"),
            "test_acc": result.get("test_acc"), "epochs": result.get("epochs_run"),
-           "seconds_per_epoch": result.get("seconds_per_epoch")}
+           "seconds_per_epoch": result.get("seconds_per_epoch"), "device": run.device_label()}
     if suite:
         row.update(robustness_columns(run.read_robustness(), suite))
     return row
@@ -404,7 +383,7 @@ def to_markdown(rows: list[dict], study: Study,
     cols = shown_columns(rows)
     lines = [f"# Comparison: {study.name}", "", f"Study `{study.path}`, {len(rows)} entries.",
              "", "| " + " | ".join(cols) + " |",
-             "|" + "|".join("---" if c in ("name", "model", "format") else "---:"
+             "|" + "|".join("---" if c in ("name", "model", "format", "device") else "---:"
                             for c in cols) + "|"]
     lines += ["| " + " | ".join(cell(r.get(c), c, r) for c in cols) + " |" for r in rows]
     if any(r.get("runs", 1) > 1 for r in rows):

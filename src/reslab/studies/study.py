@@ -4,7 +4,7 @@ Per variant (study_spec.py), in order, each step into its own place in the `Stud
 
     sweep       variants/<v>/sweep/: the sweep over the variant (run_sweep: its own resume)
     best        variants/<v>/best.yaml: the best trial's config (the variant's, without sweep)
-    confirm     variants/<v>/confirm/: N seeds of it (training/repeats.py: its own resume)
+    confirm     variants/<v>/confirm/: N seeds of it (execute/repeats.py, through the run executor)
     test        variants/<v>/test.json: each seed run's final evaluation on the test split
     robustness  each seed run's robustness.csv (the suite, display or raw mode)
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -31,13 +32,13 @@ from ..config import Config, load_config
 from ..data.convert import convert_tree
 from ..data.sources import list_images
 from ..errors import ReslabError
+from ..execute import ExecOptions, ensure_robustness, execute
+from ..execute.repeats import finished_runs, member_specs, plan, write_summary
 from ..models.weights import timm_cached_weights, torchvision_weights_path
-from ..runs.rundir import StudyDir
+from ..runs.rundir import RepeatsDir, StudyDir
 from ..sweep.confirm import CONFIRM_SEED_OFFSET
 from ..sweep.run import run_sweep
-from ..training.repeats import finished_runs, plan, run_repeats, write_summary
 from ..utils import atomic_write_text, write_json
-from .compare import ensure_robustness
 from .study_outputs import write_study_outputs
 from .study_spec import SOURCE_TREE, StudyPlan, Variant, load_study_plan
 
@@ -48,10 +49,15 @@ UNFINISHED_TRIALS = ("RUNNING", "WAITING")
 
 def run_study(path: str | Path, out: str | Path | None = None, scale: str = "full",
               workers: int = 1, storage: str | None = None, only: list[str] | None = None,
-              quiet: bool = False, log: Log | None = None) -> Path:
-    """Run (or continue) every step of every variant, then write the study's outputs."""
+              quiet: bool = False, log: Log | None = None,
+              options: ExecOptions | None = None, sets: list[str] | None = None) -> Path:
+    """Run (or continue) every step of every variant, then write the study's outputs.
+
+    Each variant's steps keep their order; the confirmation runs of all variants go to the
+    run executor together (`options`: workers, GPUs, backend), so they spread over them."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    study = load_study_plan(path, scale, StudyDir(out) if out is not None else None)
+    options = options or ExecOptions(workers=workers, quiet=quiet)
+    study = load_study_plan(path, scale, StudyDir(out) if out is not None else None, sets)
     target = study.out
     variants = selected(study, only)
     check_weights(study, variants)
@@ -59,7 +65,10 @@ def run_study(path: str | Path, out: str | Path | None = None, scale: str = "ful
     check_same_study(target, study)
     prepare_trees(study, target, log)
     for variant in variants:
-        run_variant(study, variant, target, workers, storage, quiet, log)
+        run_steps(study, variant, target, ("sweep", "best"), options, storage, log)
+    confirm_variants(study, variants, target, options, log)
+    for variant in variants:
+        run_steps(study, variant, target, ("test", "robustness"), options, storage, log)
     write_study_outputs(study, target, log)
     return target.path
 
@@ -164,26 +173,25 @@ def link_source(source: Path, target: StudyDir, per_class: int | None) -> None:
 
 
 # ----------------------------------------------------------------------------- variants
-def run_variant(study: StudyPlan, variant: Variant, target: StudyDir, workers: int,
-                storage: str | None, quiet: bool, log: Log) -> None:
-    steps = {"sweep": lambda: sweep_step(study, variant, target, workers, storage),
-             "best": lambda: best_step(variant, target),
-             "confirm": lambda: confirm_step(study, variant, target, quiet, log),
-             "test": lambda: test_step(variant, target),
-             "robustness": lambda: robustness_step(study, variant, target, log)}
+def run_steps(study: StudyPlan, variant: Variant, target: StudyDir, steps: tuple[str, ...],
+              options: ExecOptions, storage: str | None, log: Log) -> None:
+    actions = {"sweep": lambda: sweep_step(study, variant, target, options, storage),
+               "best": lambda: best_step(variant, target),
+               "test": lambda: test_step(variant, target),
+               "robustness": lambda: robustness_step(study, variant, target, log)}
     target.variant(variant.name).mkdir(parents=True, exist_ok=True)
-    for step in STEPS:
+    for step in steps:
         if step in target.finished_steps(variant.name):
             continue
         if (step == "sweep" and variant.sweep is None) or \
                 (step == "robustness" and study.spec.robustness is None):
             continue
         log(f"{variant.name}: {step}")
-        steps[step]()
+        actions[step]()
         target.mark_finished(variant.name, step)
 
 
-def sweep_step(study: StudyPlan, variant: Variant, target: StudyDir, workers: int,
+def sweep_step(study: StudyPlan, variant: Variant, target: StudyDir, options: ExecOptions,
                storage: str | None) -> None:
     """The variant's sweep; finished when no trial is queued or running anywhere."""
     spec_path = target.sweep_yaml(variant.name)
@@ -191,7 +199,9 @@ def sweep_step(study: StudyPlan, variant: Variant, target: StudyDir, workers: in
         {**study.spec.sweep, "base": variant.cfg.to_dict(), "name": variant.name},
         sort_keys=False))
     sweep_dir = target.sweep(variant.name)
-    run_sweep(spec_path, out=sweep_dir.path, storage=storage, workers=workers,
+    # A sweep shares its trials through its storage, never through --executor: local workers.
+    run_sweep(spec_path, out=sweep_dir.path, storage=storage,
+              options=replace(options, executor="local"),
               study_name=f"{study.name}-{study.scale}-{variant.name}")
     states = {row["state"] for row in sweep_dir.read_trials()}
     if states & set(UNFINISHED_TRIALS):
@@ -217,11 +227,24 @@ def confirmation_config(study: StudyPlan, variant: Variant, target: StudyDir) ->
     return load_config(raw)
 
 
-def confirm_step(study: StudyPlan, variant: Variant, target: StudyDir, quiet: bool,
-                 log: Log) -> None:
-    cfg = confirmation_config(study, variant, target)
-    run_repeats(cfg, out=target.confirmation(variant.name).path, quiet=quiet,
-                log=lambda line: log(f"{variant.name}: {line}"))
+def confirm_variants(study: StudyPlan, variants: list[Variant], target: StudyDir,
+                     options: ExecOptions, log: Log) -> None:
+    """The confirm step of every variant that needs it, as one batch of runs (each run's
+    robustness rows too, when the study has a robustness step)."""
+    todo = [v for v in variants if "confirm" not in target.finished_steps(v.name)]
+    robustness = study.spec.robustness
+    hook = (robustness.suite, robustness.raw) if robustness is not None else None
+    specs = []
+    for variant in todo:
+        log(f"{variant.name}: confirm")
+        cfg = confirmation_config(study, variant, target)
+        repeats = RepeatsDir.create(cfg, target.confirmation(variant.name).path)
+        repeats.write_plan(cfg)
+        specs += member_specs(repeats, plan(cfg), f"{variant.name}/", hook)
+    execute(specs, options, log)
+    for variant in todo:
+        write_summary(target.confirmation(variant.name))
+        target.mark_finished(variant.name, "confirm")
 
 
 def test_step(variant: Variant, target: StudyDir) -> None:
@@ -243,5 +266,5 @@ def robustness_step(study: StudyPlan, variant: Variant, target: StudyDir, log: L
     repeats = target.confirmation(variant.name)
     spec = study.spec.robustness
     for _, run in finished_runs(repeats, plan(repeats.read_plan())):
-        ensure_robustness(run, spec.suite, log, raw=spec.raw)
+        ensure_robustness(run, spec.suite, spec.raw, log)
     write_summary(repeats)

@@ -146,11 +146,11 @@ class StudyPlan:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None = None
-                    ) -> StudyPlan:
+def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None = None,
+                    sets: list[str] | None = None) -> StudyPlan:
     """Read, validate and expand STUDY.yaml at `scale`: every variant's config and sweep are
     checked here, before anything trains. `out` places the prepared trees (default: the
-    study's default directory)."""
+    study's default directory); `sets` (--set KEY=VALUE) go on every variant's config last."""
     path = Path(path)
     if scale not in SCALES:
         raise ReslabError(f"--scale {scale!r}: expected one of {', '.join(SCALES)}")
@@ -159,6 +159,7 @@ def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None 
     overrides = first.scale.get(scale) or {}
     study_keys = {k: v for k, v in overrides.items() if k.split(".")[0] in STUDY_SECTIONS}
     config_keys = {k: v for k, v in overrides.items() if k not in study_keys}
+    config_keys.update(parse_sets(sets))
     spec = parse_mapping(StudySpec, _with_keys(raw, study_keys), f"{path}: scale.{scale}",
                          "name, base, axes, ...")
     name = spec.name or path.stem
@@ -169,6 +170,17 @@ def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None 
                 for combo in itertools.product(*(_axis_values(a, v)
                                                   for a, v in spec.axes.items()))]
     return StudyPlan(path, name, scale, spec, source, variants, out)
+
+
+def parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    """--set KEY=VALUE strings -> {KEY: value parsed as YAML}."""
+    out = {}
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ReslabError(f"--set {item!r:.80}: expected section.key=value")
+        out[key.strip()] = yaml.safe_load(text)
+    return out
 
 
 def default_out(name: str, scale: str) -> Path:

@@ -3,7 +3,7 @@
 The best of many single runs is partly the luckiest (the winner's curse): its value is biased
 upwards, and the ranking of close trials is noise. With `confirm: {top_k, repeats}` the top_k
 COMPLETE trials (by their single-run value; a reused "same_as" result is its original trial)
-are retrained `repeats` times in `confirm/trial-N/seed-K/` (training/repeats.py) and best.yaml
+are retrained `repeats` times in `confirm/trial-N/seed-K/` (execute/repeats.py) and best.yaml
 is the trial with the best confirmed mean. confirm.csv shows each one's single-run value next
 to its confirmed mean and 95 % t-interval.
 
@@ -11,30 +11,26 @@ Seeds: trial's train.seed + 1000, + 1001, ... (`CONFIRM_SEED_OFFSET`): never the
 trial itself ran with, so its lucky draw is not counted again, and the same seeds for every
 confirmed trial (they share a base seed), so their confirmations pair up seed by seed.
 
-Each trial's confirmation trains in its own spawned process, like trials (workers.py): a
-native crash costs that confirmation ("crashed: signal 11"), not the sweep. Re-running the
+The confirmation runs go to the run executor (reslab.execute), always in worker processes:
+a native crash costs that run ("worker 0 died by signal 11"), not the sweep. Re-running the
 sweep command reuses finished confirmation runs and resumes interrupted ones.
 """
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..config import Config, validate
-from ..errors import ReslabError
+from ..execute import ExecOptions, Outcome, RunSpec, execute
+from ..execute.repeats import finished_runs, member_specs, plan
 from ..runs.rundir import RepeatsDir, SweepDir
 from ..stats import summarize
-from ..training.repeats import finished_runs, plan, run_repeats
 from .outputs import fmt_value
 from .spec import Sweep
 from .trial import objective_value
-from .workers import exit_with_parent
 
 CONFIRM_SEED_OFFSET = 1000
 CONFIRM_COLUMNS = ["trial", "chosen", "value", "confirmed_mean", "confirmed_std",
@@ -86,20 +82,40 @@ def confirmation_of(trial: FrozenTrial, sweep: Sweep, sweep_dir: SweepDir,
                         sweep_dir.confirmation(trial.number))
 
 
-def confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir, workers: int,
-            threads: int | None) -> list[Confirmation]:
-    """Train what the top trials' confirmations still need (in up to `workers` processes at
-    once) and read their values."""
-    found = [confirmation_of(t, sweep, sweep_dir, threads) for t in top_trials(study, sweep)]
+def confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir,
+            options: ExecOptions) -> list[Confirmation]:
+    """Train what the top trials' confirmations still need (through the run executor, in
+    worker processes: a native crash costs that run, not the sweep) and read their values."""
+    found = [confirmation_of(t, sweep, sweep_dir, None) for t in top_trials(study, sweep)]
     todo = [c for c in found if not _finished(c)]
     if todo:
         print(f"Confirming {len(found)} top trial(s) with {sweep.spec.confirm.repeats} fresh "
               f"seeds each ({len(todo)} to train)", flush=True)
-    for c, reason in zip(todo, run_isolated(todo, workers)):
-        c.reason = reason
+        specs = [spec for c in todo for spec in confirmation_specs(c)]
+        outcomes = execute(specs, replace(options, isolate=True, quiet=True), check=False)
+        for c in todo:
+            c.reason = failure_reason(c, outcomes)
     for c in found:
         c.values = confirmed_values(c, sweep)
     return found
+
+
+def confirmation_specs(c: Confirmation) -> list[RunSpec]:
+    c.target = RepeatsDir.create(c.cfg, c.target.path)
+    c.target.write_plan(c.cfg)
+    return member_specs(c.target, plan(c.cfg), f"trial-{c.trial.number}/")
+
+
+def failure_reason(c: Confirmation, outcomes: dict[str, Outcome]) -> str:
+    """'' or why the confirmation is incomplete, printed as a warning (the sweep goes on)."""
+    prefix = f"trial-{c.trial.number}/"
+    failed = [o for name, o in outcomes.items() if name.startswith(prefix) and not o.ok]
+    if not failed:
+        return ""
+    print(f"reslab sweep: warning: confirmation of trial {c.trial.number}: {failed[0].name} "
+          f"{failed[0].detail}; the sweep goes on (re-running the command retries it)",
+          file=sys.stderr)
+    return failed[0].detail
 
 
 def _finished(c: Confirmation) -> bool:
@@ -122,52 +138,6 @@ def confirmed_values(c: Confirmation, sweep: Sweep) -> dict[int, float]:
     if len(values) < len(c.cfg.train.seed) and not c.reason:
         c.reason = f"{len(c.cfg.train.seed) - len(values)} confirmation run(s) without a value"
     return values
-
-
-# ----------------------------------------------------------------------------- processes
-def run_isolated(todo: list[Confirmation], workers: int) -> list[str]:
-    """Each confirmation in a spawned process, `workers` at a time -> a reason per
-    confirmation ('' when its process ended cleanly)."""
-    ctx = multiprocessing.get_context("spawn")
-    reasons = [""] * len(todo)
-    running: dict[int, multiprocessing.Process] = {}
-    queue = list(range(len(todo)))
-    try:
-        while queue or running:
-            while queue and len(running) < workers:
-                i = queue.pop(0)
-                running[i] = ctx.Process(target=confirm_main, name=f"reslab-confirm-{i}",
-                                         args=(todo[i].cfg.to_dict(), str(todo[i].target.path)))
-                running[i].start()
-            multiprocessing.connection.wait([p.sentinel for p in running.values()])
-            for i, proc in [(i, p) for i, p in running.items() if p.exitcode is not None]:
-                del running[i]
-                reasons[i] = _exit_reason(todo[i], proc.exitcode)
-    finally:
-        for proc in running.values():
-            proc.terminate()
-    return reasons
-
-
-def _exit_reason(c: Confirmation, code: int) -> str:
-    if code == 0:
-        return ""
-    what = f"crashed: signal {-code}" if code < 0 else f"failed: exit code {code}"
-    print(f"reslab sweep: warning: confirmation of trial {c.trial.number} {what}; the sweep "
-          "goes on (re-running the command retries it)", file=sys.stderr)
-    return what
-
-
-def confirm_main(cfg: dict, out: str) -> None:
-    """Entry point of a confirmation process."""
-    exit_with_parent()
-    try:
-        run_repeats(cfg, out=Path(out), quiet=True)
-    except ReslabError as err:
-        print(f"reslab sweep: error: confirmation in {out}: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 # ----------------------------------------------------------------------------- choice

@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..runs.rundir import SweepDir
 from .spec import Sweep
 
-CSV_COLUMNS = ["number", "state", "value", "reason", "seconds"]
+CSV_COLUMNS = ["number", "state", "value", "reason", "seconds", "device"]
 MAX_ROWS_PER_FACTOR = 8
 
 
@@ -51,7 +51,8 @@ def write_trials_csv(sweep_dir: SweepDir, trials: list[FrozenTrial], sweep: Swee
     for t in trials:
         value = "" if t.value is None or math.isnan(t.value) else repr(float(t.value))
         rows.append([t.number, t.state.name, value, describe_reason(t, retried_by),
-                     _seconds(t), *(fmt_value(t.params.get(k)) for k in sweep.keys)])
+                     _seconds(t), t.user_attrs.get("device", ""),
+                     *(fmt_value(t.params.get(k)) for k in sweep.keys)])
     sweep_dir.write_trials(CSV_COLUMNS + sweep.keys, rows)
 
 

@@ -8,6 +8,8 @@ import optuna
 from optuna.trial import TrialState
 
 from ..errors import ReslabError
+from ..execute import ExecOptions
+from ..execute.slots import worker_slots
 from ..report import write_report
 from ..runs.rundir import SweepDir, safe_name
 from ..utils import available_cores
@@ -29,11 +31,19 @@ from .workers import WorkerJob, run_processes
 
 
 def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str | None = None,
-              workers: int = 1, study_name: str | None = None) -> Path:
-    """Run (or resume, or join) the sweep in SWEEP.yaml; returns the sweep directory."""
-    if workers < 1:
-        raise ReslabError(f"--workers {workers}: expected 1 or more")
-    sweep = load_sweep(spec_path)
+              workers: int = 1, study_name: str | None = None,
+              options: ExecOptions | None = None, overrides: list[str] | None = None) -> Path:
+    """Run (or resume, or join) the sweep in SWEEP.yaml; returns the sweep directory.
+
+    `options` (the executor flags) place the worker processes: one per --gpus GPU (or per
+    visible GPU), else `workers` CPU workers; `overrides` (--set) apply to the base config."""
+    options = options or ExecOptions(workers=workers)
+    if options.executor != "local":
+        raise ReslabError("reslab sweep shares work through its storage, not --executor: run "
+                          "the same command on each machine with one --storage (README: Many "
+                          "runs)")
+    slots = worker_slots(options)
+    sweep = load_sweep(spec_path, overrides)
     sweep_dir = SweepDir(out if out else Path("sweeps") / safe_name(sweep.name))
     name = study_name or sweep.name
     sweep_dir.claim(name)
@@ -42,16 +52,16 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     with storage_errors(url):
         study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
         queued = fill_queue(study, sweep)
-        threads = max(1, available_cores() // workers)
+        threads = max(1, available_cores() // len(slots))
         print(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} "
-              f"trial(s) queued, {workers} worker(s) x {threads} thread(s); directory "
-              f"{sweep_dir.path}", flush=True)
+              f"trial(s) queued, {len(slots)} worker(s) x {threads} thread(s){gpu_note(slots)}; "
+              f"directory {sweep_dir.path}", flush=True)
         job = WorkerJob(sweep, sweep_dir, url, name, threads)
         try:
             with Monitor(url, name, sweep):
                 # Always in worker processes: a native crash in a trial must not end the sweep.
-                lost = run_processes(job, workers, study)
-            confirmed = maybe_confirm(study, sweep, sweep_dir, workers, threads)
+                lost = run_processes(job, slots, study)
+            confirmed = maybe_confirm(study, sweep, sweep_dir, options)
         except KeyboardInterrupt:
             # Keep what finished; re-running the command resumes the rest.
             write_outputs(sweep_dir, study, sweep)
@@ -62,8 +72,13 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     return sweep_dir.path
 
 
-def maybe_confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir, workers: int,
-                  threads: int) -> list[Confirmation] | None:
+def gpu_note(slots: list[dict[str, str]]) -> str:
+    gpus = [s["CUDA_VISIBLE_DEVICES"] for s in slots if "CUDA_VISIBLE_DEVICES" in s]
+    return f" on GPU(s) {', '.join(gpus)}" if gpus else ""
+
+
+def maybe_confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir,
+                  options: ExecOptions) -> list[Confirmation] | None:
     """The confirmation (`confirm:`), once no trial is queued or running anywhere."""
     if sweep.spec.confirm is None:
         return None
@@ -71,7 +86,7 @@ def maybe_confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir, worker
         print("Confirmation waits for the trials still running elsewhere; re-run the command "
               "once they finish", flush=True)
         return None
-    return confirm(study, sweep, sweep_dir, workers, threads)
+    return confirm(study, sweep, sweep_dir, options)
 
 
 def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep,

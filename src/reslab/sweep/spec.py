@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..config import (
     Config,
     ModelConfig,
+    apply_overrides,
     fan_out_keys,
     parse_mapping,
     read_yaml,
@@ -195,13 +196,14 @@ def parse_spec(raw: Any, source: str) -> SweepSpec:
     return parse_mapping(SweepSpec, raw, source, "base, space, sampler, ...")
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and validate SWEEP.yaml, its base config and every space key; or raise ReslabError."""
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
+    """Read and validate SWEEP.yaml, its base config (with `overrides`, --set, on top) and
+    every space key; or raise ReslabError."""
     path = Path(path)
-    return sweep_from_mapping(read_yaml(path), path)
+    return sweep_from_mapping(read_yaml(path), path, overrides)
 
 
-def sweep_from_mapping(raw: Any, path: Path) -> Sweep:
+def sweep_from_mapping(raw: Any, path: Path, overrides: list[str] | None = None) -> Sweep:
     """A sweep from its parsed mapping; `path` names it in errors and anchors a base path
     (reslab study validates each variant's sweep this way before writing its file)."""
     spec = parse_spec(raw, str(path))
@@ -212,6 +214,9 @@ def sweep_from_mapping(raw: Any, path: Path) -> Sweep:
     else:
         base_raw = _with_absolute_arch(spec.base, path.parent)
         base = validate(base_raw, f"{path}: base")
+    if overrides:
+        base_raw = apply_overrides(base_raw, overrides)
+        base = validate(base_raw, f"{path}: base with --set")
     if fan_out_keys(base):
         raise ReslabError(f"{path}: base: {', '.join(fan_out_keys(base))} names several runs; "
                           "a trial is one run (retrain the best trials over seeds with "

@@ -15,9 +15,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import Config, DataConfig
 from ..errors import ReslabError
+from ..execute import RunSpec, run_one
 from ..models import check_param_budget
 from ..runs.rundir import SweepDir
-from ..training import train
 from .spec import RESULT_KEYS, Sweep, point_key
 from .study import duplicate_of
 
@@ -118,11 +118,18 @@ class TrialRunner:
         phases = cfg.train.phases
         reporter = EpochReporter(trial, self.sweep, sum(p.epochs for p in phases) if phases
                                  else cfg.train.epochs)
+        # Through the run executor's one rule: the trial's run is claimed while it trains and
+        # gets its report hook (sweep.trial_reports).
+        spec = RunSpec(f"trial {trial.number}", cfg.to_dict(), str(out.path))
         try:
-            result = train(cfg, out=out.path, on_epoch=reporter, quiet=True)
+            done = run_one(spec, quiet=True, on_epoch=reporter)
         except optuna.TrialPruned as err:
             trial.set_user_attr("epochs", reporter.epochs)
             return _stop(trial, TrialState.PRUNED, str(err))
+        if done.status == "busy":
+            return _stop(trial, TrialState.FAIL, done.detail)
+        result = out.read_result()
+        trial.set_user_attr("device", out.device_label())
         trial.set_user_attr("epochs", result["epochs_run"])
         trial.set_user_attr("seconds_per_epoch", result["seconds_per_epoch"])
         if result["stop_reason"] == "diverged":

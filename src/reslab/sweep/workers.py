@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..errors import ReslabError
+from ..execute.local import exit_with_parent, spawn
 from ..runs.rundir import SweepDir
 from .spec import Sweep
 from .storage import heartbeat_interval, is_storage_failure, make_storage, storage_errors
@@ -142,28 +143,16 @@ def worker_main(job: WorkerJob, index: int) -> None:
         sys.exit(130)
 
 
-def exit_with_parent() -> None:
-    """A worker whose sweep process died (kill -9 included) stops instead of training on as an
-    orphan; its trial is then failed by the heartbeat and retried on the next run."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def run_processes(job: WorkerJob, n: int, study: optuna.Study) -> list[str]:
-    """Run n workers as spawned processes (fork would copy torch's thread pools and locks).
+def run_processes(job: WorkerJob, slots: list[dict[str, str]], study: optuna.Study) -> list[str]:
+    """Run a worker per slot (execute/slots.py: its GPU or its share of the cores) as spawned
+    processes (fork would copy torch's thread pools and locks).
 
     A worker that dies by a signal costs one trial, not the sweep: its trial is settled
     (`settle_lost_worker`) and a fresh worker takes its place while trials are queued.
     Returns warning lines for the caller to print after the outputs."""
     ctx = multiprocessing.get_context("spawn")
-    start = lambda i: _start(ctx, job, i)  # noqa: E731
-    procs = {i: start(i) for i in range(n)}
+    start = lambda i: spawn(ctx, worker_main, (job, i), slots[i], f"reslab-sweep-worker-{i}")  # noqa: E731
+    procs = {i: start(i) for i in range(len(slots))}
     warnings_, errors = [], []
     try:
         while procs:
@@ -192,13 +181,6 @@ def run_processes(job: WorkerJob, n: int, study: optuna.Study) -> list[str]:
     if errors:
         raise ReslabError("; ".join(errors) + " (see the messages above)")
     return warnings_
-
-
-def _start(ctx, job: WorkerJob, index: int):
-    proc = ctx.Process(target=worker_main, args=(job, index),
-                       name=f"reslab-sweep-worker-{index}")
-    proc.start()
-    return proc
 
 
 def worker_id(pid: int | None = None) -> str:

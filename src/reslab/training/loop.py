@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +26,18 @@ from ..data import DataBundle, load_data
 from ..data.augment import build_train_augment
 from ..data.display import to_display_uint8
 from ..data.loader import BatchLoader, Normalizer, epoch_generator, memory_format
+from ..data.sources import load_listing
 from ..errors import ReslabError
-from ..models import build_model, count_params, freeze_backbone, require_classifier
+from ..models import (
+    build_model,
+    check_param_budget,
+    count_params,
+    freeze_backbone,
+    require_classifier,
+)
 from ..progress import progress_enabled, track
 from ..runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from ..runs.claim import RunClaim
 from ..runs.device import (
     amp_dtype,
     autocast,
@@ -92,6 +101,7 @@ class Session:
     eval_loaders: dict[str, BatchLoader] = field(default_factory=dict)
     ema: WeightEma | None = None     # train.ema: the averaged weights, for the whole run
     lookahead: Lookahead | None = None  # train.lookahead: the slow weights, per phase
+    claim: RunClaim | None = None    # this process's claim on the run (rank 0)
 
     @property
     def phases(self) -> list[PhaseConfig]:
@@ -124,33 +134,45 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
 
 def run_training(config=None, out: str | Path | None = None, resume: str | Path | None = None,
                  overrides: list[str] | None = None, on_epoch: EpochCallback | None = None,
-                 quiet: bool = False) -> tuple[RunDir, dict]:
-    """`train`, also returning the run directory it trained into."""
+                 quiet: bool = False, claim: RunClaim | None = None) -> tuple[RunDir, dict]:
+    """`train`, also returning the run directory it trained into. The run's claim
+    (runs/claim.py: one writer per run directory) is taken here and held to the end, unless
+    the caller (the run executor) already holds it and passes it in."""
     dist = Dist.from_env()
     try:
-        s = build_session(config, out, resume, overrides, dist, quiet)
-        s.on_epoch = on_epoch
-        with deterministic_algorithms(s.cfg.train.deterministic):
-            return s.run, fit(s)
+        with ExitStack() as held:
+            s = build_session(config, out, resume, overrides, dist, quiet, claim, held)
+            s.on_epoch = on_epoch
+            with deterministic_algorithms(s.cfg.train.deterministic):
+                return s.run, fit(s)
     finally:
         dist.close()
 
 
-def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Session:
+def hold_claim(run: RunDir, claim: RunClaim | None, held: ExitStack, dist: Dist
+               ) -> RunClaim | None:
+    """The caller's claim on `run`, else one taken now (rank 0 writes; other ranks don't)."""
+    if claim is not None or not dist.is_main:
+        return claim
+    return held.enter_context(run.take_claim())
+
+
+def build_session(config, out, resume, overrides, dist: Dist, quiet: bool,
+                  claim: RunClaim | None, held: ExitStack) -> Session:
     run = RunDir.open(resume) if resume is not None else None
+    if run is not None:  # before anything is read or written: the run may be in use
+        claim = hold_claim(run, claim, held, dist)
     cfg = run.read_config(overrides) if run else load_config(config, overrides)
-    require_single_run(cfg)  # a train.seed list or data.folds alone: training/repeats.py
-    device = dist.device(cfg.train.device)
-    # A new run takes its machine class's overrides; a resumed one has them in config.yaml.
-    cfg, machine_note = (cfg, None) if run else apply_machine(cfg, device, overrides)
-    threads = configure_threads(cfg.train.threads, dist.local_world_size)
-    data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
+    require_single_run(cfg)  # a train.seed list or data.folds alone: execute/repeats.py
     ckpt = load_checkpoint(run.last) if run and run.has_started() else None
-    model = make_model(cfg, data, device, dist, pretrained=ckpt is None)
-    init_note = initialise(cfg, data, model, device) if ckpt is None else None
+    cfg, device, threads, data, model, notes = build_parts(cfg, dist, overrides,
+                                                           new_run=run is None,
+                                                           from_scratch=ckpt is None)
     if run is None:
         run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
+        claim = hold_claim(run, claim, held, dist)
+        run.require_new()
     if dist.is_main:
         if ckpt is None:  # from scratch: rows of an attempt that never reached a checkpoint go
             run.truncate_metrics(0)
@@ -158,18 +180,44 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool) -> Se
         preload_metrics()
     amp = amp_dtype(cfg.train.amp, device)
     log = (lambda line: None) if quiet or not dist.is_main else print
-    for note in (machine_note, init_note):
-        if note:
-            log(note)
+    for note in notes:
+        log(note)
     module = dist.wrap(model, unused_params=cfg.train.freeze_backbone_epochs > 0)
     s = Session(cfg, run, data, model, torch.compile(module) if cfg.train.compile else module,
-                device, dist, amp, grad_scaler(amp, device), Tracker(cfg, run.path), log)
+                device, dist, amp, grad_scaler(amp, device), Tracker(cfg, run.path), log,
+                claim=claim)
     s.ema = WeightEma(model, cfg.train.ema) if cfg.train.ema is not None else None
     if ckpt is not None:
         restore(s, ckpt)
     elif resume is not None:
         log(f"{run.path} has no checkpoint yet: starting the run over")
     return s
+
+
+def build_parts(cfg: Config, dist: Dist, overrides: list[str] | None, new_run: bool,
+                from_scratch: bool) -> tuple[Config, torch.device, int, DataBundle, nn.Module,
+                                             list[str]]:
+    """What `train` and `lr-find` build alike -> (config, device, threads, data, model,
+    notes to print). A new run takes its machine class's overrides (a resumed one has them
+    in config.yaml); a model trained from scratch gets its pretrained weights and
+    `train.init` (a resumed one takes its weights from last.pt). The parameter budget is
+    checked from the data's listing, before any image is read."""
+    device = dist.device(cfg.train.device)
+    cfg, machine_note = apply_machine(cfg, device, overrides) if new_run else (cfg, None)
+    threads = configure_threads(cfg.train.threads, dist.local_world_size)
+    if cfg.model.max_params is not None:
+        check_param_budget(cfg.model, *listing_shape(cfg))
+    data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
+    model = make_model(cfg, data, device, dist, pretrained=from_scratch)
+    init_note = initialise(cfg, data, model, device) if from_scratch else None
+    return cfg, device, threads, data, model, [n for n in (machine_note, init_note) if n]
+
+
+def listing_shape(cfg: Config) -> tuple[int, int]:
+    """(classes, input channels) from the data's listing alone: no image decoded."""
+    listing = load_listing(cfg.data)
+    chans = int(listing.arrays.shape[1]) if listing.arrays is not None else 3
+    return cfg.model.num_classes or len(listing.classes), chans
 
 
 def session_env(run: RunDir, threads: int, device: torch.device, world_size: int) -> dict:
@@ -509,6 +557,8 @@ def evaluate_splits(s: Session, model: nn.Module, suffix: str) -> dict:
 def record_epoch(s: Session, row: dict, p: int, opt, sched, early: EarlyStopping,
                  phase_over: bool) -> None:
     cfg, st = s.cfg.train, s.state
+    if s.claim is not None:
+        s.claim.check()  # taken over while this process looked dead: write nothing more
     st.epoch, st.phase, st.early_stopped = row["epoch"], p, phase_over
     st.seconds += row["seconds"]
     s.log(epoch_line(row))

@@ -26,18 +26,16 @@ import numpy as np
 import torch
 
 from ..config import Config, load_config
-from ..data import load_data
 from ..data.loader import BatchLoader, epoch_generator
 from ..errors import ReslabError
 from ..progress import progress_enabled, track
 from ..runs.device import (
     amp_dtype,
-    configure_threads,
     deterministic_algorithms,
     grad_scaler,
 )
 from .distributed import Dist
-from .loop import DROPOUT_SALT, Session, head_lr, make_loader, make_model, train_step
+from .loop import DROPOUT_SALT, Session, build_parts, head_lr, make_loader, train_step
 from .optim import build_optimizer, param_groups
 
 BETA = 0.98             # smoothing of the per-step loss (fastai's value)
@@ -83,8 +81,8 @@ def lr_find(config=None, overrides: list[str] | None = None, steps: int = 200,
     """Run the range test for a config (path, mapping or Config) -> (resolved config, finding).
     Deterministic for a seed on a given machine and thread count, like `train`."""
     check_range(steps, start_lr, end_lr)
-    cfg = load_config(config, overrides)
-    s = throwaway_session(cfg, log)
+    s = throwaway_session(load_config(config, overrides), log, overrides)
+    cfg = s.cfg  # with the machine class's overrides, as train would run it
     loader = make_loader(cfg, s.data, s.device, s.dist, train=True,
                          augment=first_phase_augment(cfg))
     log(f"LR range test: {cfg.model.arch}, {steps} steps from {start_lr:g} to {end_lr:g} "
@@ -103,15 +101,17 @@ def check_range(steps: int, start_lr: float, end_lr: float) -> None:
                           "0 < start-lr < end-lr")
 
 
-def throwaway_session(cfg: Config, log: Callable[[str], None]) -> Session:
-    """The pieces `train_step` uses (config, model, device, precision, loss scaler), built the
-    way `train` builds them, with no run directory, tracker, DDP or torch.compile: a compile
-    would cost more than the whole test, and one process samples the curve well enough."""
+def throwaway_session(cfg: Config, log: Callable[[str], None],
+                      overrides: list[str] | None = None) -> Session:
+    """The pieces `train_step` uses, built by `train`'s own builder (loop.build_parts: the
+    machine class's overrides, pretrained weights, `train.init`), with no run directory,
+    tracker, DDP or torch.compile: a compile would cost more than the whole test, and one
+    process samples the curve well enough."""
     dist = Dist()
-    configure_threads(cfg.train.threads)
-    device = dist.device(cfg.train.device)
-    data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress))
-    model = make_model(cfg, data, device, dist, pretrained=True)
+    cfg, device, _, data, model, notes = build_parts(cfg, dist, overrides, new_run=True,
+                                                     from_scratch=True)
+    for note in notes:
+        log(note)
     amp = amp_dtype(cfg.train.amp, device)
     return Session(cfg, run=None, data=data, model=model, module=model, device=device,
                    dist=dist, amp=amp, scaler=grad_scaler(amp, device), tracker=None, log=log)

@@ -7,10 +7,11 @@ fixed by `data.split_seed` either way. The runs live in a `RepeatsDir` (runs/run
 `summary.json`/`summary.csv` (per metric of result.json and per robustness row: mean, std,
 95 % t-interval, n, values; `stats.summarize_metrics`).
 
-Re-running continues: a finished run (result.json) is reused, an interrupted one (last.pt)
-resumed, one that never reached a checkpoint started over, and the summary rewritten. A run
-trained with another config than the plan's is refused, never mixed into the summary.
-Layer 5, so sweeps (confirmation) and studies (compare) fan out through the same code.
+The runs go to the run executor as specs (executor.py), so re-running continues by its one
+rule: a finished run is reused, an interrupted one resumed, one that never reached a
+checkpoint started over, one trained with another config refused (never mixed into the
+summary); two copies of the command share the runs through the runs' claims. Sweeps
+(confirmation) and studies (compare, confirmation) fan out through the same code.
 """
 from __future__ import annotations
 
@@ -21,16 +22,13 @@ from typing import Any
 
 from ..config import Config, fan_out_keys, load_config, validate
 from ..errors import ReslabError
-from ..runs.rundir import RepeatsDir, RunDir, marked_kind
+from ..runs.rundir import RepeatsDir, RunDir
 from ..stats import summarize_metrics
-from .loop import EpochCallback, run_training
+from .executor import execute
+from .spec import ExecOptions, RunSpec
 
 Log = Callable[[str], None]
-# Keys that say how a run was executed, not what it computes: a finished run whose config
-# differs from the plan only in these is reused (a sweep's worker count sets train.threads).
-EXECUTION_KEYS = {("train", "threads"), ("train", "progress"), ("train", "report"),
-                  ("train", "tensorboard"), ("train", "tracking"), ("train", "device"),
-                  ("data", "cache_dir"), ("data", "workers")}
+EpochCallback = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
@@ -99,69 +97,34 @@ def member_dir(target: RepeatsDir, plan_: Plan, member: Member) -> RunDir:
 
 
 # ----------------------------------------------------------------------------- running
+def member_specs(target: RepeatsDir, fan: Plan, prefix: str = "",
+                 robustness: tuple[str, bool] | None = None) -> list[RunSpec]:
+    """The fan-out's runs as executor specs, named `<prefix><member>`."""
+    return [RunSpec(f"{prefix}{m.name}", m.cfg.to_dict(), str(member_dir(target, fan, m).path),
+                    robustness=robustness) for m in fan.members]
+
+
 def run_repeats(config=None, out: str | Path | None = None, repeats: int | None = None,
                 folds: int | None = None, overrides: list[str] | None = None,
                 on_epoch: EpochCallback | None = None, quiet: bool = False,
-                log: Log | None = None, after_run: Callable[[RunDir], None] | None = None
+                log: Log | None = None, options: ExecOptions | None = None
                 ) -> tuple[RepeatsDir, dict]:
-    """Train (or reuse, or resume) every run of the fan-out into `out`; write and return the
-    summary. `after_run` is called with each run directory once it has finished (the API
-    writes the run's report there) with each run trained or resumed by this call."""
+    """Train (or reuse, or resume) every run of the fan-out into `out` through the run
+    executor (`options`: workers, GPUs, backend); write and return the summary."""
     log = log or (lambda line: None)
     cfg = load_config(config, overrides)
     fan = plan(cfg, repeats, folds)
     target = RepeatsDir.create(cfg, out)
     target.write_plan(fan.cfg)
-    for i, member in enumerate(fan.members):
-        log(f"Run {i + 1} of {len(fan.members)}: {member.name}")
-        run, trained = ensure_member(target, fan, member, on_epoch, quiet, log)
-        if trained and after_run is not None:
-            after_run(run)
+    options = options or ExecOptions(quiet=quiet)
+    log(f"{len(fan.members)} run(s) in {target.path}")
+    execute(member_specs(target, fan), options, log, on_epoch)
     return target, write_summary(target, fan)
 
 
 def resume_repeats(path: str | Path, **kwargs: Any) -> tuple[RepeatsDir, dict]:
     """Continue the fan-out in `path` from its repeats.yaml (see run_repeats for kwargs)."""
     return run_repeats(RepeatsDir.open(path).read_plan(), out=path, **kwargs)
-
-
-def ensure_member(target: RepeatsDir, fan: Plan, member: Member, on_epoch: EpochCallback | None,
-                  quiet: bool, log: Log) -> tuple[RunDir, bool]:
-    """(the member's run, trained now?): reused when finished, resumed from last.pt, else
-    trained afresh."""
-    run = member_dir(target, fan, member)
-    if run.result.is_file() or run.has_started():
-        check_same_config(run, member.cfg)
-    if run.result.is_file():
-        log(f"{member.name}: finished run in {run.path}, reused")
-        return run, False
-    if run.has_started():
-        log(f"{member.name}: resuming {run.path}")
-        run_training(resume=run.path, on_epoch=on_epoch, quiet=quiet)
-    else:
-        if marked_kind(run.path) == "run":  # stopped before its first checkpoint: start over
-            run.discard()
-        log(f"{member.name}: training into {run.path}")
-        run_training(member.cfg, out=run.path, on_epoch=on_epoch, quiet=quiet)
-    return run, True
-
-
-def check_same_config(run: RunDir, cfg: Config) -> None:
-    """Refuse a run trained with another config than the plan gives now (a summary over
-    different configs would mean nothing); execution settings may differ."""
-    old, new = run.read_config().to_dict(), cfg.to_dict()
-    for section in ("data", "model", "train"):
-        for key in sorted(set(old[section]) | set(new[section])):
-            if (section, key) in EXECUTION_KEYS:
-                continue
-            if old[section].get(key) != new[section].get(key):
-                raise ReslabError(f"{run.path} was trained with {section}.{key} = "
-                                  f"{old[section].get(key)!r}, the config now gives "
-                                  f"{new[section].get(key)!r}; choose another output directory "
-                                  f"or delete {run.path}")
-    if old.get("name") != new.get("name"):
-        raise ReslabError(f"{run.path} was trained as {old.get('name')!r}, the config is now "
-                          f"{new.get('name')!r}; choose another output directory")
 
 
 # ----------------------------------------------------------------------------- summary
