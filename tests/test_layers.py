@@ -4,6 +4,7 @@ diagram in ARCHITECTURE.md."""
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,16 +31,17 @@ def unit_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else ROOT
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(SRC.parent).with_suffix("")
+def module_name(path: Path, src: Path = SRC) -> str:
+    rel = path.relative_to(src.parent).with_suffix("")
     parts = list(rel.parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Absolute names of the reslab modules `path` imports (relative imports resolved)."""
+def imports_of(path: Path, src: Path = SRC) -> set[str]:
+    """Absolute names of the reslab modules `path` imports (relative imports resolved), and
+    the 'reslab.*' names it hands to importlib.import_module (a dynamic import is an edge)."""
     tree = ast.parse(path.read_text())
-    name = module_name(path)
+    name = module_name(path, src)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
@@ -56,41 +58,48 @@ def imports_of(path: Path) -> set[str]:
             # `from .pkg import mod` imports the module; `from .pkg import name` the package.
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
-                found.add(sub if is_module(sub) else target)
+                found.add(sub if is_module(sub, src) else target)
+        elif is_import_module_call(node):
+            found |= {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)
+                      and isinstance(c.value, str) and c.value.startswith("reslab.")}
     return found
 
 
-def is_module(name: str) -> bool:
-    path = SRC.parent / Path(*name.split("."))
+def is_import_module_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Attribute) and func.attr == "import_module") or \
+        (isinstance(func, ast.Name) and func.id in ("import_module", "__import__"))
+
+
+def is_module(name: str, src: Path = SRC) -> bool:
+    path = src.parent / Path(*name.split("."))
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def graph() -> dict[str, set[str]]:
-    return {module_name(p): imports_of(p) for p in SRC.rglob("*.py")}
+def graph(src: Path = SRC) -> dict[str, set[str]]:
+    return {module_name(p, src): imports_of(p, src) for p in src.rglob("*.py")}
 
 
-def test_every_unit_has_a_layer():
-    units = {unit_of(m) for m in graph()} - {ROOT}
-    assert units <= set(LAYERS), f"add to LAYERS and ARCHITECTURE.md: {units - set(LAYERS)}"
-
-
-def test_packages_only_import_lower_layers():
+def upward_imports(g: dict[str, set[str]]) -> list[str]:
+    """Imports against the layers; importing the package root from inside a package too (the
+    root's lazy API wrappers sit above every layer: the version comes from the metadata)."""
     upward = []
-    for module, targets in graph().items():
+    for module, targets in g.items():
         here = unit_of(module)
         for target in targets:
             there = unit_of(target)
-            if there in (here, ROOT) or here == ROOT:
+            if here == ROOT or there == here:
                 continue
-            if LAYERS[there] >= LAYERS[here]:
+            if there == ROOT or LAYERS[there] >= LAYERS[here]:
                 upward.append(f"{module} imports {target} ({here} -> {there})")
-    assert not upward, "imports against the layers:\n" + "\n".join(sorted(upward))
+    return sorted(upward)
 
 
-def test_no_module_import_cycles():
-    # The package root is left out: its lazy API wrappers import on first call, not at import.
-    edges = {m: {t for t in ts if t in graph_cache and t not in (m, "reslab")}
-             for m, ts in graph_cache.items() if m != "reslab"}
+def import_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of module imports (the package root included), or None."""
+    edges = {m: {t for t in ts if t in g and t != m} for m, ts in g.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -111,10 +120,27 @@ def test_no_module_import_cycles():
     for m in sorted(edges):
         if m not in state:
             cycle = visit(m)
-            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+            if cycle:
+                return cycle
+    return None
 
 
 graph_cache = graph()
+
+
+def test_every_unit_has_a_layer():
+    units = {unit_of(m) for m in graph_cache} - {ROOT}
+    assert units <= set(LAYERS), f"add to LAYERS and ARCHITECTURE.md: {units - set(LAYERS)}"
+
+
+def test_packages_only_import_lower_layers():
+    upward = upward_imports(graph_cache)
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_no_module_import_cycles():
+    cycle = import_cycle(graph_cache)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
 @pytest.mark.parametrize("module", ["reslab.data.augment", "reslab.training.loop"])
@@ -123,7 +149,36 @@ def test_the_checker_sees_imports(module):
     assert graph_cache[module], module
 
 
-MAX_FUNCTION_LINES = 50
+@pytest.fixture
+def planted(tmp_path):
+    """planted(relative path, line) -> the import graph of a copy of src/reslab with `line`
+    appended to that module."""
+    def plant(rel: str, line: str) -> dict[str, set[str]]:
+        src = tmp_path / "reslab"
+        shutil.copytree(SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
+        with open(src / rel, "a") as f:
+            f.write("\n" + line + "\n")
+        return graph(src)
+    return plant
+
+
+def test_a_planted_import_of_the_package_root_fails_the_check(planted):
+    g = planted("runs/env.py", "from reslab import __version__")
+    assert "reslab.runs.env imports reslab (runs -> __init__)" in upward_imports(g)
+
+
+def test_a_planted_dynamic_upward_import_fails_the_check(planted):
+    g = planted("data/sources.py", 'importlib.import_module("reslab.report.html")')
+    assert "reslab.data.sources imports reslab.report.html (data -> report)" in \
+        upward_imports(g)
+
+
+def test_a_planted_cycle_through_the_root_fails_the_check(planted):
+    g = planted("errors.py", "import reslab")
+    assert import_cycle({**g, "reslab": g["reslab"] | {"reslab.errors"}}) is not None
+
+
+MAX_FUNCTION_LINES = 80  # a screen (ARCHITECTURE.md says why not 50)
 
 
 def test_no_function_is_longer_than_a_screen():
@@ -134,4 +189,4 @@ def test_no_function_is_longer_than_a_screen():
                 lines = node.end_lineno - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines})")
-    assert not long, "functions over 50 lines:\n" + "\n".join(long)
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)

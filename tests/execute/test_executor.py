@@ -184,3 +184,23 @@ def test_a_failed_run_does_not_stop_the_others(compare_file, tmp_path, monkeypat
     with pytest.raises(ReslabError, match=r"^run bad: .*nope"):
         execute([bad, good], ExecOptions(workers=2, quiet=True))
     assert (tmp_path / "good" / "result.json").is_file()
+
+
+def test_a_tiny_study_with_two_workers_writes_the_tables_of_one(fast_config, tmp_path, cli,
+                                                                monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    base = fast_config(data={"max_per_class": 12}, train={"epochs": 1})
+    study = {"name": "widths", "base": base,
+             "axes": {"width": {"w4": {"model.width": 4}, "w8": {"model.width": 8}}},
+             "confirm": {"repeats": 2}, "robustness": {"suite": "seed", "raw": False},
+             "scale": {"tiny": {"train.epochs": 1}}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    for workers in ("1", "2"):
+        code, _, err = cli("study", path, "--scale", "tiny", "--out", tmp_path / workers,
+                           "--quiet", "--workers", workers)
+        assert code == 0, err
+    tables = sorted((tmp_path / "1" / "tables").glob("*.csv"))
+    assert tables
+    for one in tables:
+        assert table(tmp_path / "2" / "tables" / one.name) == table(one), one.name

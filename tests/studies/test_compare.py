@@ -9,7 +9,7 @@ from reslab.config import load_config
 from reslab.errors import ReslabError
 from reslab.execute import run_one, runner
 from reslab.runs.rundir import CompareDir
-from reslab.studies.compare import Entry, entry_specs, load_study, run_compare
+from reslab.studies.compare import Entry, entry_specs, load_compare, run_compare
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "compare"
 
@@ -102,7 +102,7 @@ def test_interrupted_run_is_resumed(compared, monkeypatch, tmp_path):
     (tmp_path / "runs" / "w4" / "result.json").unlink()
     calls = []
     monkeypatch.setattr(runner, "run_training", lambda *a, **k: calls.append(k))
-    entry = Entry("w4", load_study(compared[0]).entries[0].cfg)
+    entry = Entry("w4", load_compare(compared[0]).entries[0].cfg)
     (spec,) = entry_specs(entry, CompareDir(tmp_path), None)
     assert run_one(spec, quiet=True).status == "resumed"
     assert [c["resume"] for c in calls] == [tmp_path / "runs" / "w4"]
@@ -110,7 +110,7 @@ def test_interrupted_run_is_resumed(compared, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name", ["digits-two-models.yaml", "resnet34-vs-vgg16.yaml"])
 def test_examples_validate(name):
-    study = load_study(EXAMPLES / name)
+    study = load_compare(EXAMPLES / name)
     assert len(study.entries) >= 2
     assert len({e.name for e in study.entries}) == len(study.entries)
     assert all(e.cfg.train.seed == 0 and e.cfg.data.split_seed == 0 for e in study.entries)
@@ -120,7 +120,7 @@ def test_examples_validate(name):
 
 
 def test_resnet34_arms_match_the_format_study_configs():
-    entries = {e.name: e.cfg for e in load_study(EXAMPLES / "resnet34-vs-vgg16.yaml").entries}
+    entries = {e.name: e.cfg for e in load_compare(EXAMPLES / "resnet34-vs-vgg16.yaml").entries}
     for fmt in ("jpeg", "linear", "log"):
         own = load_config(EXAMPLES.parent / "format-study" / f"{fmt}.yaml")
         assert entries[f"resnet34-{fmt}"].model_copy(update={"name": own.name}) == own
@@ -133,7 +133,7 @@ def test_config_paths_names_and_duplicates(tmp_path):
     (tmp_path / "cfgs" / "small.yaml").write_text(yaml.safe_dump(digits(None, 4)))
     study = write_study(tmp_path / "s.yaml", overrides=["train.epochs=1"],
                         runs=["cfgs/small.yaml", "cfgs/small.yaml", digits("tv:x y", 4)])
-    entries = load_study(study).entries
+    entries = load_compare(study).entries
     assert [e.name for e in entries] == ["small", "small-2", "tv-x-y"]
     assert all(e.cfg.train.epochs == 1 for e in entries)
 
@@ -148,7 +148,7 @@ def test_config_paths_names_and_duplicates(tmp_path):
 ])
 def test_bad_study_is_one_line_error(tmp_path, study, message):
     with pytest.raises(ReslabError) as err:
-        load_study(write_study(tmp_path / "s.yaml", **study))
+        load_compare(write_study(tmp_path / "s.yaml", **study))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 

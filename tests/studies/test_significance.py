@@ -16,7 +16,7 @@ from reslab.execute import repeats
 from reslab.runs.rundir import CompareDir, RunDir
 from reslab.stats import Comparison
 from reslab.studies import compare
-from reslab.studies.compare import load_study, run_compare
+from reslab.studies.compare import load_compare, run_compare
 from reslab.studies.significance import Trained, pair_tests, why_not_shared
 
 
@@ -203,21 +203,21 @@ def test_an_existing_repeats_directory_is_an_entry(epochs_1_vs_15, tmp_path, mon
 def test_bad_repeats_in_a_study_are_one_line_errors(tmp_path, study, message):
     study = {"runs": [digits("x", 1)], **study}
     with pytest.raises(ReslabError) as err:
-        load_study(write_study(tmp_path / "s.yaml", **study))
+        load_compare(write_study(tmp_path / "s.yaml", **study))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_seed_list_in_an_entry_is_its_repeats(tmp_path):
-    study = load_study(write_study(tmp_path / "s.yaml", runs=[digits("x", 1, seed=[4, 5]),
+    study = load_compare(write_study(tmp_path / "s.yaml", runs=[digits("x", 1, seed=[4, 5]),
                                                               digits("y", 1)]))
     x, y = study.entries
     assert [m.name for m in x.fan.members] == ["seed-4", "seed-5"] and y.fan is None
-    study = load_study(write_study(tmp_path / "s.yaml", repeats=2, runs=[digits("y", 1, seed=7)]))
+    study = load_compare(write_study(tmp_path / "s.yaml", repeats=2, runs=[digits("y", 1, seed=7)]))
     assert [m.key for m in study.entries[0].fan.members] == [7, 8]
 
 
 def test_the_repeats_example_validates():
-    study = load_study(Path(__file__).resolve().parents[2] / "examples" / "compare" /
+    study = load_compare(Path(__file__).resolve().parents[2] / "examples" / "compare" /
                        "digits-widths-repeats.yaml")
     assert [e.name for e in study.entries] == ["resnet20-w8", "resnet20-w16"]
     for entry in study.entries:

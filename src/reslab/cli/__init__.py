@@ -1,37 +1,58 @@
 """`reslab` command line. Each command lives in its own module in this package and defines
-`add_parser(subparsers)` and `run(args) -> int`; commands are discovered, not listed here."""
+`add_parser(subparsers)` and `run(args) -> int`. COMMANDS lists them, in the order `reslab
+--help` shows them; only the module of the command being run is imported (so `reslab --help`
+and a command's start do not pay for the others' imports)."""
 from __future__ import annotations
 
 import argparse
 import errno
 import importlib
-import pkgutil
 import sys
 
 from ..errors import ReslabError
 
-ORDER = ["train", "eval", "predict", "summary", "data", "demo", "sweep", "robustness", "compare",
-         "study", "convert", "report", "lr_find", "export"]
+# name: (module in this package, the one line `reslab --help` shows)
+COMMANDS = {
+    "train": ("train", "train a model from a config into a run directory"),
+    "eval": ("eval", "evaluate a trained run on a split or a labeled folder"),
+    "predict": ("predict", "predict class names for a folder of images"),
+    "summary": ("summary", "layers, output shapes, parameters and FLOPs of a config's model"),
+    "data": ("data", "dataset overview: counts, sizes, formats, statistics, sample grids"),
+    "demo": ("demo", "the whole study in miniature on the bundled digits"),
+    "sweep": ("sweep", "run a hyperparameter sweep (grid, random, tpe, ofat) with Optuna"),
+    "robustness": ("robustness", "accuracy of a trained run under image perturbations"),
+    "compare": ("compare", "train several configs on the same data and compare them"),
+    "study": ("study", "run a study: variants x (sweep, confirm, test, robustness), tables"),
+    "convert": ("convert", "convert an image tree between sRGB PNG, linear TIFF and log EXR"),
+    "report": ("report", "write the HTML + Markdown report of any directory reslab wrote"),
+    "lr-find": ("lr_find", "LR range test: suggest a learning rate for a config"),
+    "export": ("export", "export a run's model to ONNX, TorchScript or safetensors"),
+}
 
 
-def _command_modules() -> list:
-    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
-    names.sort(key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
-    return [importlib.import_module(f"{__name__}.{n}") for n in names]
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command's arguments, or only `command`'s (the others listed
+    by name and help line)."""
     parser = argparse.ArgumentParser(prog="reslab", description="Train, sweep, compare and "
                                      "report ResNet image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in _command_modules():
+    for name, (module_name, help_line) in COMMANDS.items():
+        if command not in (None, name):
+            sub.add_parser(name, help=help_line)
+            continue
+        module = importlib.import_module(f"{__name__}.{module_name}")
         module.add_parser(sub).set_defaults(_run=module.run)
     return parser
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The command named on the line ('' when none is: only the listing is needed)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(argv)).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except ReslabError as err:

@@ -1,13 +1,14 @@
-"""`reslab compare STUDY.yaml`: train (or reuse) several runs and put them side by side.
+"""`reslab compare COMPARE.yaml`: train (or reuse) several runs and put them side by side.
 
-STUDY.yaml::
+COMPARE.yaml (a `CompareSpec` once loaded; `reslab study` files are another schema,
+studies/study_spec.py)::
 
     name: resnet-widths            # optional; default: the file's stem
     robustness: false              # true (= seed suite), seed, corruptions or all
     overrides: [train.seed=0]      # --set strings applied to every config trained here
     repeats: 3                     # optional: each config trained with seeds s..s+2
     runs:
-      - configs/a.yaml             # a train config, relative to the study file
+      - configs/a.yaml             # a train config, relative to the comparison file
       - {name: b, model: {arch: resnet20, width: 8}, train: {epochs: 2}}   # inline config
       - runs/old-run               # an existing run directory (has config.yaml): read only
 
@@ -72,7 +73,8 @@ CURVE_KEYS = ("train_loss", "val_acc", "test_acc")
 Log = Callable[[str], None]
 
 
-class StudyFile(BaseModel):
+class CompareFile(BaseModel):
+    """The comparison file as written (validated by pydantic)."""
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
     runs: list[Any]
@@ -105,7 +107,8 @@ class Entry:
 
 
 @dataclass
-class Study:
+class CompareSpec:
+    """The comparison file resolved: its entries with their configs."""
     path: Path
     name: str
     entries: list[Entry]
@@ -113,21 +116,21 @@ class Study:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+def load_compare(path: str | Path, overrides: list[str] | None = None) -> CompareSpec:
     """Read and validate STUDY.yaml (every entry's config too) or raise a one-line error.
     `overrides` (--set) go after the file's own `overrides:`."""
     path = Path(path)
-    spec = parse_mapping(StudyFile, _read_study(path), str(path), "a runs: list")
+    spec = parse_mapping(CompareFile, _read_compare(path), str(path), "a runs: list")
     extra = [*spec.overrides, *(overrides or [])]
     entries = [_entry(item, i, path, extra) for i, item in enumerate(spec.runs)]
     for i, entry in enumerate(entries):
         _plan_repeats(entry, spec.repeats, f"{path}: runs[{i}]")
     _dedupe(entries)
     suite = "seed" if spec.robustness is True else (spec.robustness or None)
-    return Study(path, spec.name or path.stem, entries, suite)
+    return CompareSpec(path, spec.name or path.stem, entries, suite)
 
 
-def _read_study(path: Path) -> dict:
+def _read_compare(path: Path) -> dict:
     if path.is_file():
         try:
             raw = yaml.safe_load(path.read_text())
@@ -138,8 +141,8 @@ def _read_study(path: Path) -> dict:
     return read_yaml(path)
 
 
-def _entry(item: Any, i: int, study: Path, overrides: list[str]) -> Entry:
-    where = f"{study}: runs[{i}]"
+def _entry(item: Any, i: int, path: Path, overrides: list[str]) -> Entry:
+    where = f"{path}: runs[{i}]"
     if isinstance(item, dict):
         cfg = validate(apply_overrides(item, overrides), where)
         return Entry(safe_name(cfg.name or cfg.model.arch), cfg)
@@ -147,7 +150,7 @@ def _entry(item: Any, i: int, study: Path, overrides: list[str]) -> Entry:
         raise ReslabError(f"{where}: expected a config path, a run directory or an inline "
                           f"config mapping, got {type(item).__name__}")
     target = Path(item).expanduser()
-    target = target if target.is_absolute() else study.parent / target
+    target = target if target.is_absolute() else path.parent / target
     if target.is_dir() and RepeatsDir(target).plan_yaml.is_file():
         return Entry(safe_name(target.resolve().name), RepeatsDir(target).read_plan(), target)
     if target.is_dir():
@@ -201,25 +204,25 @@ def split_warnings(entries: list[Entry]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- running
-def run_compare(study_path: str | Path, out: str | Path | None = None, quiet: bool = False,
+def run_compare(compare_path: str | Path, out: str | Path | None = None, quiet: bool = False,
                 log: Log | None = None, options: ExecOptions | None = None,
                 overrides: list[str] | None = None) -> list[dict]:
     """Train or reuse every run of the comparison through the run executor (`options`:
     workers, GPUs, backend), then write compare.csv/.md, significance.csv, plots and report.
     `overrides` (--set) apply to every config trained here, after the file's own."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    study = load_study(study_path, overrides)
-    out = CompareDir(out if out is not None else Path("compare") / safe_name(study.name))
+    spec = load_compare(compare_path, overrides)
+    out = CompareDir(out if out is not None else Path("compare") / safe_name(spec.name))
     out.claim()
-    for warning in split_warnings(study.entries):
+    for warning in split_warnings(spec.entries):
         log(f"warning: {warning}")
-    robustness = (study.suite, False) if study.suite else None
-    specs = [spec for e in study.entries for spec in entry_specs(e, out, robustness)]
-    execute(specs, options or ExecOptions(quiet=quiet), log)
-    trained = [finished_entry(e, out, study.suite, log) for e in study.entries]
-    rows = [entry_row(t, study.suite) for t in trained]
+    robustness = (spec.suite, False) if spec.suite else None
+    runs = [run for e in spec.entries for run in entry_specs(e, out, robustness)]
+    execute(runs, options or ExecOptions(quiet=quiet), log)
+    trained = [finished_entry(e, out, spec.suite, log) for e in spec.entries]
+    rows = [entry_row(t, spec.suite) for t in trained]
     results = pair_tests(trained)
-    write_outputs(out, rows, trained, results, study, log)
+    write_outputs(out, rows, trained, results, spec, log)
     log(f"comparison: {out.compare_csv}, {out.compare_md}, {out.significance_csv}")
     return rows
 
@@ -378,10 +381,11 @@ def cell(value: Any, key: str, row: dict | None = None) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def to_markdown(rows: list[dict], study: Study,
+def to_markdown(rows: list[dict], spec: CompareSpec,
                 results: list[tuple[str, Comparison]] = ()) -> str:
     cols = shown_columns(rows)
-    lines = [f"# Comparison: {study.name}", "", f"Study `{study.path}`, {len(rows)} entries.",
+    lines = [f"# Comparison: {spec.name}", "", f"Comparison file `{spec.path}`, {len(rows)} "
+             "entries.",
              "", "| " + " | ".join(cols) + " |",
              "|" + "|".join("---" if c in ("name", "model", "format", "device") else "---:"
                             for c in cols) + "|"]
@@ -409,8 +413,8 @@ def significance_markdown(results: list[tuple[str, Comparison]]) -> list[str]:
 
 
 def write_outputs(out: CompareDir, rows: list[dict], trained: list[Trained],
-                  results: list[tuple[str, Comparison]], study: Study, log: Log) -> None:
-    out.write_table(columns_of(rows), rows, to_markdown(rows, study, results))
+                  results: list[tuple[str, Comparison]], spec: CompareSpec, log: Log) -> None:
+    out.write_table(columns_of(rows), rows, to_markdown(rows, spec, results))
     out.write_significance(results)
     if results:
         log(significance_sentence([r for _, r in results]))

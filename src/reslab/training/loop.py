@@ -1,11 +1,13 @@
 """The training loop: config -> data + model -> epochs -> run directory.
 
-Read top to bottom: `train()` builds a `Session`, `fit()` runs the phases, `run_phase()` is
-the epoch loop (train -> validate -> record -> stop?), `train_one_epoch()` the step loop and
-`train_step()` one optimizer step: `train.accumulate` micro-batches, gradient clipping, the
-optimizer and LR schedule, then Lookahead and the weights' EMA. Metrics accumulate on the
-device; the host syncs once per epoch (and, on CPUs where it is free, once per step for the
-divergence check).
+Read top to bottom: `train()` builds a `Trainer` (what the run is made of, fixed once built)
+and a `TrainState` (what it has done: checkpointed), `fit()` runs the phases, `run_phase()`
+is the epoch loop on one screen (train -> validate -> record -> stop?), `train_one_epoch()`
+the step loop and `train_step()` one optimizer step: `train.accumulate` micro-batches,
+gradient clipping, the optimizer and LR schedule, then Lookahead and the weights' EMA. Each
+phase's optimizer, schedule, loader and stopping rule come from `start_phase()` as a
+`Phase`. Metrics accumulate on the device; the host syncs once per epoch (and, on CPUs where
+it is free, once per step for the divergence check).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,9 +80,11 @@ class Diverged(Exception):
     """The loss became non-finite or grew past DIVERGENCE_FACTOR x its starting value."""
 
 
-@dataclass
-class Session:
-    """Everything a run needs, built once by `train()`."""
+@dataclass(frozen=True)
+class Trainer:
+    """What a run is built from (`build_trainer`), fixed once built: nothing is assigned to
+    it afterwards. What changes as the run goes is a `TrainState` (checkpointed) and each
+    phase's `Phase` (returned by `start_phase`)."""
     cfg: Config
     run: RunDir
     data: DataBundle
@@ -89,19 +94,12 @@ class Session:
     dist: Dist
     amp: torch.dtype | None
     scaler: torch.amp.GradScaler
-    tracker: Tracker
+    tracker: Tracker | None
     log: Callable[[str], None]
-    state: TrainState = field(default_factory=TrainState)
-    timing: Timing | None = None     # measured once, at the first phase's start
-    estimate: float | None = None    # the printed duration estimate, seconds
-    resume: dict | None = None       # last.pt of a run resumed mid-phase, until used
-    on_epoch: EpochCallback | None = None
-    budget: Budget | None = None
-    stop_detail: str | None = None
-    eval_loaders: dict[str, BatchLoader] = field(default_factory=dict)
     ema: WeightEma | None = None     # train.ema: the averaged weights, for the whole run
-    lookahead: Lookahead | None = None  # train.lookahead: the slow weights, per phase
     claim: RunClaim | None = None    # this process's claim on the run (rank 0)
+    on_epoch: EpochCallback | None = None
+    eval_loaders: dict[str, BatchLoader] = field(default_factory=dict)  # val/test, as stored
 
     @property
     def phases(self) -> list[PhaseConfig]:
@@ -110,15 +108,30 @@ class Session:
     def phase_end(self, p: int) -> int:
         return sum(ph.epochs for ph in self.phases[: p + 1])
 
-    def check_loss(self, value: float, what: str) -> None:
-        """Raise Diverged per the rule above (the first value checked sets the reference)."""
-        if not math.isfinite(value):
-            raise Diverged(f"{what} is {value}")
-        if self.state.loss_ref is None:
-            self.state.loss_ref = max(value, math.log(max(2, len(self.data.classes))))
-        elif value > DIVERGENCE_FACTOR * self.state.loss_ref:
-            raise Diverged(f"{what} {value:.3g} is over {DIVERGENCE_FACTOR:g}x its starting "
-                           f"value {self.state.loss_ref:.3g}")
+
+@dataclass
+class Phase:
+    """One phase's training loader, optimizer, LR schedule (stepped per batch or per epoch),
+    early stopping, Lookahead and time budget."""
+    index: int
+    loader: BatchLoader
+    opt: torch.optim.Optimizer
+    sched: Any
+    per_step: bool
+    early: EarlyStopping
+    lookahead: Lookahead | None
+    budget: Budget | None
+
+
+def check_loss(st: TrainState, value: float, what: str, classes: int) -> None:
+    """Raise Diverged per the rule above (the first value checked sets the reference)."""
+    if not math.isfinite(value):
+        raise Diverged(f"{what} is {value}")
+    if st.loss_ref is None:
+        st.loss_ref = max(value, math.log(max(2, classes)))
+    elif value > DIVERGENCE_FACTOR * st.loss_ref:
+        raise Diverged(f"{what} {value:.3g} is over {DIVERGENCE_FACTOR:g}x its starting "
+                       f"value {st.loss_ref:.3g}")
 
 
 def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -141,10 +154,10 @@ def run_training(config=None, out: str | Path | None = None, resume: str | Path 
     dist = Dist.from_env()
     try:
         with ExitStack() as held:
-            s = build_session(config, out, resume, overrides, dist, quiet, claim, held)
-            s.on_epoch = on_epoch
-            with deterministic_algorithms(s.cfg.train.deterministic):
-                return s.run, fit(s)
+            t, state, ckpt = build_trainer(config, out, resume, overrides, dist, quiet, claim,
+                                           on_epoch, held)
+            with deterministic_algorithms(t.cfg.train.deterministic):
+                return t.run, fit(t, state, ckpt)
     finally:
         dist.close()
 
@@ -157,8 +170,10 @@ def hold_claim(run: RunDir, claim: RunClaim | None, held: ExitStack, dist: Dist
     return held.enter_context(run.take_claim())
 
 
-def build_session(config, out, resume, overrides, dist: Dist, quiet: bool,
-                  claim: RunClaim | None, held: ExitStack) -> Session:
+def build_trainer(config, out, resume, overrides, dist: Dist, quiet: bool,
+                  claim: RunClaim | None, on_epoch: EpochCallback | None, held: ExitStack
+                  ) -> tuple[Trainer, TrainState, dict | None]:
+    """-> (the trainer, the run's state so far, last.pt of a resumed run or None)."""
     run = RunDir.open(resume) if resume is not None else None
     if run is not None:  # before anything is read or written: the run may be in use
         claim = hold_claim(run, claim, held, dist)
@@ -168,11 +183,14 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool,
     cfg, device, threads, data, model, notes = build_parts(cfg, dist, overrides,
                                                            new_run=run is None,
                                                            from_scratch=ckpt is None)
+    if ckpt is not None:  # before anything is written: weights that no longer fit (a resume
+        load_weights(model, ckpt["model"], run.last)  # with --set model.*) leave the run as is
     if run is None:
         run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
         claim = hold_claim(run, claim, held, dist)
-        run.require_new()
+        if dist.is_main:
+            run.require_new()
     if dist.is_main:
         if ckpt is None:  # from scratch: rows of an attempt that never reached a checkpoint go
             run.truncate_metrics(0)
@@ -183,15 +201,321 @@ def build_session(config, out, resume, overrides, dist: Dist, quiet: bool,
     for note in notes:
         log(note)
     module = dist.wrap(model, unused_params=cfg.train.freeze_backbone_epochs > 0)
-    s = Session(cfg, run, data, model, torch.compile(module) if cfg.train.compile else module,
+    t = Trainer(cfg, run, data, model, torch.compile(module) if cfg.train.compile else module,
                 device, dist, amp, grad_scaler(amp, device), Tracker(cfg, run.path), log,
-                claim=claim)
-    s.ema = WeightEma(model, cfg.train.ema) if cfg.train.ema is not None else None
+                WeightEma(model, cfg.train.ema) if cfg.train.ema is not None else None,
+                claim, on_epoch, eval_loaders(cfg, data, device, dist))
+    state = TrainState()
     if ckpt is not None:
-        restore(s, ckpt)
+        restore(t, state, ckpt)
     elif resume is not None:
         log(f"{run.path} has no checkpoint yet: starting the run over")
-    return s
+    return t, state, ckpt
+
+
+def restore(t: Trainer, state: TrainState, ckpt: dict) -> None:
+    """Continue from last.pt (its weights are in the model already): progress, loss scale;
+    the optimizer, schedule and early stopping come back when their phase starts
+    (`start_phase` gets `ckpt`)."""
+    state.load_state_dict(ckpt)
+    if ckpt.get("scaler"):
+        t.scaler.load_state_dict(ckpt["scaler"])
+    if t.ema is not None and ckpt.get("ema"):  # else (EMA turned on at resume): starts anew
+        t.ema.load_state_dict(ckpt["ema"])
+    if t.dist.is_main:
+        t.run.truncate_metrics(state.epoch)
+    t.log(f"Resuming {t.run.path} after epoch {state.epoch}")
+
+
+def fit(t: Trainer, st: TrainState, ckpt: dict | None) -> dict:
+    """The phases, then the final evaluation -> result.json."""
+    params = count_params(t.model)
+    t.log(f"{t.cfg.model.arch}: {params:,} parameters, {len(t.data.train):,} train / "
+          f"{len(t.data.val or []):,} val / {len(t.data.test or []):,} test images, "
+          f"device {t.device}, run {t.run.path}")
+    started, stop, detail, timing, estimate = time.perf_counter(), "completed", None, None, None
+    budget = None
+    for p in range(st.phase, len(t.phases)):
+        if phase_finished(t, st, p):
+            continue
+        resume = ckpt if ckpt is not None and ckpt.get("phase", 0) == p else None
+        ckpt = None  # last.pt serves the phase it was saved in, once
+        loader = training_loader(t, p)
+        if timing is None:  # once per run, at the first phase's start: the phases share it
+            # Epoch 1 of a progressive resize is the smallest: time the full size.
+            timing = probe_timing(t.model, loader.epoch(t.phase_end(len(t.phases) - 1) + 1),
+                                  lambda: autocast(t.device, t.amp))
+            estimate = estimate_duration(t, st, timing, optimizer_steps(t, loader))
+        phase = start_phase(t, st, p, resume, timing, loader)
+        budget = phase.budget
+        stop, detail = run_phase(t, st, phase)
+        if stop in ("diverged", "time_budget"):
+            break
+    result = finish(t, st, params, stop, detail, budget)
+    if estimate is not None:
+        result.update(estimated_seconds=estimate, measured_seconds=time.perf_counter() - started)
+        t.log(f"Took {describe(result['measured_seconds'])} (estimated {describe(estimate)})")
+        if t.dist.is_main:
+            t.run.write_result(result)
+    return result
+
+
+def phase_finished(t: Trainer, st: TrainState, p: int) -> bool:
+    return p < st.phase or (p == st.phase and (st.early_stopped or st.epoch >= t.phase_end(p)))
+
+
+def run_phase(t: Trainer, st: TrainState, ph: Phase) -> tuple[str, str | None]:
+    """One phase of epochs: train -> validate -> record -> stop? -> (stop reason, detail)."""
+    cfg, end = t.cfg.train, t.phase_end(ph.index)
+    while ph.budget is not None or st.epoch < end:  # a time budget sets its own end
+        epoch, t0 = st.epoch + 1, time.perf_counter()
+        lr = head_lr(ph.opt)
+        try:
+            train_metrics, steps = train_one_epoch(t, st, ph, epoch)
+            if steps == 0:  # the time budget ran out before a step
+                return "time_budget", None
+            train_s, validated = time.perf_counter() - t0, validation_due(t, st, ph, epoch)
+            evaluated = validate(t, st) if validated else not_validated(t)
+        except Diverged as err:
+            st.epoch = epoch
+            t.log(f"Epoch {epoch}: diverged ({err}); stopping (lower train.lr?)")
+            return "diverged", f"epoch {epoch}: {err}"
+        row = {"epoch": epoch, **train_metrics, **evaluated, "lr": lr,
+               "seconds": time.perf_counter() - t0}
+        if not ph.per_step:  # plateau: stepped on the epoch's monitored value
+            ph.sched.step(monitored(row, cfg.plateau.monitor))
+        stop = ph.early.update(epoch, monitored(row, cfg.early_stopping.monitor))
+        out_of_time = ph.budget is not None and ph.budget.after_epoch(
+            st.phase_step, row["seconds"] - train_s if validated else None,
+            final_eval_share(t))
+        record_epoch(t, st, ph, row, stop or out_of_time)
+        if stop:
+            es = cfg.early_stopping
+            t.log(f"Early stopping after epoch {epoch}: {es.monitor} improved by < "
+                  f"{es.min_delta} for {es.patience} epochs")
+            return "early_stopping", None
+        if out_of_time:
+            return "time_budget", None
+    return "completed", None
+
+
+def start_phase(t: Trainer, st: TrainState, p: int, resume: dict | None, timing: Timing,
+                loader: BatchLoader) -> Phase:
+    """Phase p's loader, optimizer, schedule, early stopping and Lookahead: restored from
+    `resume` (last.pt saved in this phase), else fresh; a new phase may start from best.pt
+    and numbers its epochs after the previous phase's last one."""
+    cfg, phase = t.cfg.train, t.phases[p]
+    if resume is None:
+        if p > 0 and phase.start_from == "best" and t.run.best.exists():
+            load_weights(t.model, load_checkpoint(t.run.best)["model"], t.run.best)
+            t.log(f"Phase {p + 1}: starting from best.pt (epoch {st.best_epoch})")
+            if t.ema is not None:
+                t.ema.restart()  # average from these weights on, not from the ones left
+        st.epoch = max(st.epoch, t.phase_end(p) - phase.epochs)
+        st.phase_step = 0
+    steps_per_epoch = optimizer_steps(t, loader)
+    lr = phase_lr(t.phases, p, cfg.lr)
+    momentum = phase.momentum if phase.momentum is not None else cfg.momentum
+    opt = build_optimizer(param_groups(t.model, lr, cfg.backbone_lr_scale, cfg.weight_decay),
+                          phase.optimizer or cfg.optimizer, lr, momentum, cfg.nesterov)
+    lookahead = Lookahead(t.model.parameters(), cfg.lookahead) if cfg.lookahead else None
+    budget = plan_budget(t, st, steps_per_epoch, timing)
+    planned = steps_per_epoch * phase.epochs
+    total = (lambda: budget.total_steps) if budget else (lambda: planned)
+    sched, per_step = build_scheduler(opt, cfg, steps_per_epoch, total)
+    early = EarlyStopping(cfg.early_stopping)
+    if resume is not None:
+        warn_if_schedule_ended(t, st, planned)
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        early.load_state_dict(resume["early_stop"])
+        if lookahead is not None and resume.get("lookahead"):
+            lookahead.load_state_dict(resume["lookahead"])
+    st.schedule_steps = total()
+    if budget is not None:  # progressive resizing follows the budget's plan
+        loader.epochs = max(1, round(budget.total_steps / steps_per_epoch))
+        loader.first_epoch = st.epoch + 1
+    return Phase(p, loader, opt, sched, per_step, early, lookahead, budget)
+
+
+def warn_if_schedule_ended(t: Trainer, st: TrainState, planned: int) -> None:
+    if t.cfg.train.scheduler in ("cosine", "onecycle") and st.phase_step >= st.schedule_steps \
+            and planned > st.schedule_steps:
+        print(f"warning: the {t.cfg.train.scheduler} LR schedule of this run had ended (step "
+              f"{st.phase_step}); extending it re-plans the schedule over {planned} steps, so "
+              "the LR rises again from where that curve is now", file=sys.stderr)
+
+
+def train_one_epoch(t: Trainer, st: TrainState, ph: Phase, epoch: int) -> tuple[dict, int]:
+    """The optimizer steps of one epoch -> (train metrics of the row, steps taken)."""
+    cfg = t.cfg.train
+    torch.manual_seed(epoch_generator(cfg.seed, epoch, DROPOUT_SALT).initial_seed())
+    t.module.train()
+    freeze_backbone(t.model, epoch <= cfg.freeze_backbone_epochs)
+    sums = torch.zeros(5, device=t.device)  # loss, correct, images, grad norms, their count
+    # Checking the loss syncs with the device: every step on CPU (free), rarely on GPUs.
+    # Under DDP only the all-reduced epoch loss decides, so every rank stops together.
+    check = 0 if t.dist.world_size > 1 else 1 if t.device.type == "cpu" else 50
+    classes, steps = len(t.data.classes), 0
+    batches = track(ph.loader.epoch(epoch), total=len(ph.loader), description=f"epoch {epoch}",
+                    enabled=progress_enabled(cfg.progress) and t.dist.is_main)
+    for group in micro_batch_groups(batches, cfg.accumulate):
+        if ph.budget is not None and st.phase_step >= ph.budget.steps_allowed(st.phase_step,
+                                                                               steps):
+            break
+        stats = train_step(t, st, group, ph.opt, ph.sched if ph.per_step else None,
+                           ph.lookahead)
+        sums += stats
+        if check and steps % check == 0:
+            check_loss(st, stats[0].item() / stats[2].item(),
+                       f"train loss at step {steps + 1}", classes)
+        steps += 1
+    total_loss, correct, seen, norms, counted = t.dist.all_reduce(sums).tolist()
+    check_loss(st, total_loss / max(1.0, seen), "epoch train loss", classes)
+    out = {"train_loss": total_loss / max(1.0, seen), "train_acc": correct / max(1.0, seen)}
+    if cfg.grad_clip is not None:  # the mean pre-clip norm (non-finite ones left out)
+        out["grad_norm"] = norms / counted if counted else None
+    return out, steps
+
+
+def train_step(t: Trainer, st: TrainState, group: list[tuple[torch.Tensor, torch.Tensor, float]],
+               opt, sched, lookahead: Lookahead | None = None) -> torch.Tensor:
+    """One optimizer step over `group`'s micro-batches (x, y, weight), the gradients summed
+    as one batch of all their images -> [summed loss, correct, images, pre-clip grad norm,
+    1 if that norm counts], detached, on the device."""
+    stats = torch.zeros(5, device=t.device)
+    opt.zero_grad(set_to_none=True)
+    weight = group_weight(group, t.dist.world_size)
+    for i, (x, y, _) in enumerate(group):
+        with t.dist.no_sync(t.module, skip=i < len(group) - 1):
+            loss, logits = forward_backward(t, x, y, weight)
+        labels = y.argmax(1) if y.is_floating_point() else y  # soft targets: their top class
+        # torch.full, not torch.tensor: a tensor from a Python number is copied from the
+        # host, and that blocking copy waits for the GPU queue every step.
+        stats[:3] += torch.stack([loss.float(), (logits.argmax(1) == labels).sum().float(),
+                                  torch.full((), float(len(y)), device=t.device)])
+    stats[3:] = clip_gradients(t, opt)
+    t.scaler.step(opt)
+    t.scaler.update()
+    if sched is not None:
+        sched.step()
+    st.step, st.phase_step = st.step + 1, st.phase_step + 1
+    if lookahead is not None:
+        lookahead.step()
+    if t.ema is not None:  # after Lookahead: it averages the weights the next step starts from
+        t.ema.update(t.model, st.step)
+    return stats
+
+
+def forward_backward(t: Trainer, x: torch.Tensor, y: torch.Tensor, weight: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (summed loss, logits), both detached; the gradient of loss * weight accumulates.
+    `y` holds class indices, or soft targets (mixup/cutmix) that already include the label
+    smoothing."""
+    smoothing = 0.0 if y.is_floating_point() else t.cfg.train.label_smoothing
+    with autocast(t.device, t.amp):
+        logits = t.module(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing, reduction="sum")
+    t.scaler.scale(loss * weight).backward()
+    return loss.detach(), logits.detach()
+
+
+def group_weight(group: list, world_size: int) -> float:
+    """The factor that turns this rank's summed loss into its share of the mean over all the
+    group's images on all ranks (DDP then averages the ranks' gradients). The loader's weight
+    of a micro-batch is world_size / (its images on all ranks): that count comes back exactly
+    by rounding, and one micro-batch keeps the loader's own weight bit for bit."""
+    images = sum(round(world_size / w) for _, _, w in group)
+    return world_size / images
+
+
+def micro_batch_groups(batches: Iterator, k: int) -> Iterator[list]:
+    """Consecutive groups of k batches (the last group of an epoch may be shorter)."""
+    group: list = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == k:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def clip_gradients(t: Trainer, opt) -> torch.Tensor:
+    """`train.grad_clip`: scale the gradients to that total norm at most (fp16 ones unscaled
+    first) -> [pre-clip norm, 1], or zeros when off or the norm is not finite (GradScaler then
+    skips the step)."""
+    if t.cfg.train.grad_clip is None:
+        return torch.zeros(2, device=t.device)
+    t.scaler.unscale_(opt)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, t.cfg.train.grad_clip).float()
+    finite = torch.isfinite(norm)
+    return torch.stack([torch.where(finite, norm, 0.0), finite.float()])
+
+
+def validation_due(t: Trainer, st: TrainState, ph: Phase, epoch: int) -> bool:
+    """`train.eval_every` N: validate every N-th epoch and the phase's last one (under a time
+    budget: the epoch that used up its planned steps); 0: never (the final evaluation only)."""
+    every = t.cfg.train.eval_every
+    if every <= 1:
+        return every == 1
+    last = st.phase_step >= ph.budget.total_steps if ph.budget else \
+        epoch >= t.phase_end(ph.index)
+    return epoch % every == 0 or last
+
+
+def not_validated(t: Trainer) -> dict:
+    """The row's validation keys of an epoch not validated (`train.eval_every`): all None."""
+    splits = ["val"] + (["test"] if t.data.test is not None else [])
+    suffixes = ["", "_ema"] if t.ema is not None else [""]
+    return {f"{split}_{m}{x}": None for x in suffixes for split in splits for m in ("loss", "acc")}
+
+
+def validate(t: Trainer, st: TrainState) -> dict:
+    """Each epoch's evaluation: the raw weights, and the EMA's beside them (keys + `_ema`)."""
+    out = evaluate_splits(t, t.model, "")
+    if t.ema is not None:
+        t.ema.sync(t.dist)
+        out.update(evaluate_splits(t, t.ema.model, "_ema"))
+    return out
+
+
+def evaluate_splits(t: Trainer, model: nn.Module, suffix: str) -> dict:
+    out = {f"val_loss{suffix}": None, f"val_acc{suffix}": None}
+    for split, loader in t.eval_loaders.items():
+        logits, labels = predict_batches(model, loader, amp_dtype=t.amp)
+        loss, out[f"{split}_acc{suffix}"] = loss_and_accuracy(logits, labels)
+        out[f"{split}_loss{suffix}"] = loss
+        if not math.isfinite(loss):
+            raise Diverged(f"{split} loss{' of the EMA weights' if suffix else ''} is {loss}")
+    return out
+
+
+def record_epoch(t: Trainer, st: TrainState, ph: Phase, row: dict, phase_over: bool) -> None:
+    """The epoch's row, last.pt and (when the monitored value improved) best.pt; then the
+    caller's on_epoch."""
+    if t.claim is not None:
+        t.claim.check()  # taken over while this process looked dead: write nothing more
+    st.epoch, st.phase, st.early_stopped = row["epoch"], ph.index, phase_over
+    st.seconds += row["seconds"]
+    t.log(epoch_line(row))
+    if not t.dist.is_main:
+        return
+    t.run.append_metrics(row)
+    t.tracker.log(row)
+    meta = {"classes": t.data.classes, "norm": t.data.norm(), "config": t.cfg.to_dict()}
+    value, weights = selected_weights(t, row)
+    if better(value, st.best, t.cfg.train.monitor):
+        st.best, st.best_epoch = value, row["epoch"]
+        save_checkpoint(t.run.best, t.ema.model if weights == "ema" else t.model,
+                        epoch=row["epoch"], weights=weights, **meta)
+    save_checkpoint(t.run.last, t.model, optimizer=ph.opt.state_dict(),
+                    scheduler=ph.sched.state_dict(), early_stop=ph.early.state_dict(),
+                    scaler=t.scaler.state_dict(), **averaging_state(t, ph), **st.state_dict(),
+                    **meta)
+    if t.on_epoch is not None:
+        t.on_epoch(row)
 
 
 def build_parts(cfg: Config, dist: Dist, overrides: list[str] | None, new_run: bool,
@@ -271,414 +595,91 @@ def initialise(cfg: Config, data: DataBundle, model: nn.Module, device: torch.de
                              pretrained=bool(cfg.model.pretrained))
 
 
-def restore(s: Session, ckpt: dict) -> None:
-    """Continue from last.pt: weights, progress, loss scale; the optimizer, schedule and early
-    stopping come back when their phase restarts (`s.resume`)."""
-    load_weights(s.model, ckpt["model"], s.run.last)
-    s.state.load_state_dict(ckpt)
-    if ckpt.get("scaler"):
-        s.scaler.load_state_dict(ckpt["scaler"])
-    if s.ema is not None and ckpt.get("ema"):  # else (EMA turned on at resume): starts anew
-        s.ema.load_state_dict(ckpt["ema"])
-    s.resume = ckpt
-    if s.dist.is_main:
-        s.run.truncate_metrics(s.state.epoch)
-    s.log(f"Resuming {s.run.path} after epoch {s.state.epoch}")
-
-
-def fit(s: Session) -> dict:
-    params = count_params(s.model)
-    s.log(f"{s.cfg.model.arch}: {params:,} parameters, {len(s.data.train):,} train / "
-          f"{len(s.data.val or []):,} val / {len(s.data.test or []):,} test images, "
-          f"device {s.device}, run {s.run.path}")
-    started, stop = time.perf_counter(), "completed"
-    for p in range(s.state.phase, len(s.phases)):
-        if phase_finished(s, p):
-            continue
-        stop = run_phase(s, p)
-        if stop in ("diverged", "time_budget"):
-            break
-    result = finish(s, params, stop)
-    if s.estimate is not None:
-        result.update(estimated_seconds=s.estimate,
-                      measured_seconds=time.perf_counter() - started)
-        s.log(f"Took {describe(result['measured_seconds'])} (estimated {describe(s.estimate)})")
-        if s.dist.is_main:
-            s.run.write_result(result)
-    return result
-
-
-def phase_finished(s: Session, p: int) -> bool:
-    st = s.state
-    return p < st.phase or (p == st.phase and (st.early_stopped or st.epoch >= s.phase_end(p)))
-
-
-def run_phase(s: Session, p: int) -> str:
-    """One phase of epochs: train -> validate -> record -> stop?"""
-    cfg = s.cfg.train
-    loader = start_phase(s, p)
-    steps_per_epoch = optimizer_steps(s, loader)
-    opt, sched, per_step, early = phase_optimizer(s, p, steps_per_epoch)
-    if s.budget is not None:  # progressive resizing follows the budget's plan
-        loader.epochs = max(1, round(s.budget.total_steps / steps_per_epoch))
-        loader.first_epoch = s.state.epoch + 1
-    while s.budget is not None or s.state.epoch < s.phase_end(p):  # a budget sets its end
-        epoch, t0 = s.state.epoch + 1, time.perf_counter()
-        lr = head_lr(opt)
-        try:
-            train, steps = train_one_epoch(s, loader, opt, sched if per_step else None, epoch)
-            if steps == 0:  # the time budget ran out before a step
-                return "time_budget"
-            train_s, validated = time.perf_counter() - t0, validation_due(s, p, epoch)
-            evaluated = validate(s) if validated else not_validated(s)
-            row = {"epoch": epoch, **train, **evaluated, "lr": lr}
-        except Diverged as err:
-            return diverged(s, epoch, err)
-        row["seconds"] = time.perf_counter() - t0
-        if not per_step:
-            sched.step(monitored(row, cfg.plateau.monitor))
-        stop = early.update(epoch, monitored(row, cfg.early_stopping.monitor))
-        out_of_time = s.budget is not None and s.budget.after_epoch(
-            s.state.phase_step, row["seconds"] - train_s if validated else None,
-            final_eval_share(s))
-        record_epoch(s, row, p, opt, sched, early, stop or out_of_time)
-        if stop:
-            return early_stopped(s, epoch)
-        if out_of_time:
-            return "time_budget"
-    return "completed"
-
-
-def start_phase(s: Session, p: int) -> BatchLoader:
-    """The phase's training loader; a new phase may start from best.pt and always starts its
-    epoch numbering after the previous phase's last epoch."""
-    phase = s.phases[p]
-    if s.resume is not None and s.resume.get("phase", 0) != p:
-        s.resume = None  # last.pt ended the previous phase: this one starts afresh
-    if s.resume is None:
-        if p > 0 and phase.start_from == "best" and s.run.best.exists():
-            load_weights(s.model, load_checkpoint(s.run.best)["model"], s.run.best)
-            s.log(f"Phase {p + 1}: starting from best.pt (epoch {s.state.best_epoch})")
-            if s.ema is not None:
-                s.ema.restart()  # average from these weights on, not from the ones left
-        s.state.epoch = max(s.state.epoch, s.phase_end(p) - phase.epochs)
-        s.state.phase_step = 0
-    loader = make_loader(s.cfg, s.data, s.device, s.dist, train=True,
-                         augment=phase.augment or s.cfg.data.augment)
-    if s.timing is None:  # once per run: the phases share the measurement
-        # Epoch 1 of a progressive resize is the smallest: time the full size (progress 1).
-        s.timing = probe_timing(s.model, loader.epoch(s.phase_end(len(s.phases) - 1) + 1),
-                                lambda: autocast(s.device, s.amp))
-        s.estimate = estimate_duration(s, optimizer_steps(s, loader))
-    return loader
-
-
-def phase_optimizer(s: Session, p: int, steps_per_epoch: int):
-    """(optimizer, scheduler, stepped per batch, early stopping) for phase p, restored from
-    last.pt when the run is resumed in the middle of it; also the phase's Lookahead."""
-    cfg, phase = s.cfg.train, s.phases[p]
-    lr = phase_lr(s.phases, p, cfg.lr)
-    momentum = phase.momentum if phase.momentum is not None else cfg.momentum
-    opt = build_optimizer(param_groups(s.model, lr, cfg.backbone_lr_scale, cfg.weight_decay),
-                          phase.optimizer or cfg.optimizer, lr, momentum, cfg.nesterov)
-    s.lookahead = Lookahead(s.model.parameters(), cfg.lookahead) if cfg.lookahead else None
-    s.budget = plan_budget(s, p, steps_per_epoch)
-    planned = steps_per_epoch * phase.epochs
-    total = (lambda: s.budget.total_steps) if s.budget else (lambda: planned)
-    sched, per_step = build_scheduler(opt, cfg, steps_per_epoch, total)
-    early = EarlyStopping(cfg.early_stopping)
-    if s.resume is not None:
-        warn_if_schedule_ended(s, planned)
-        opt.load_state_dict(s.resume["optimizer"])
-        sched.load_state_dict(s.resume["scheduler"])
-        early.load_state_dict(s.resume["early_stop"])
-        if s.lookahead is not None and s.resume.get("lookahead"):
-            s.lookahead.load_state_dict(s.resume["lookahead"])
-        s.resume = None
-    s.state.schedule_steps = total()
-    return opt, sched, per_step, early
-
-
-def warn_if_schedule_ended(s: Session, planned: int) -> None:
-    st = s.state
-    if s.cfg.train.scheduler in ("cosine", "onecycle") and st.phase_step >= st.schedule_steps \
-            and planned > st.schedule_steps:
-        print(f"warning: the {s.cfg.train.scheduler} LR schedule of this run had ended (step "
-              f"{st.phase_step}); extending it re-plans the schedule over {planned} steps, so "
-              "the LR rises again from where that curve is now", file=sys.stderr)
-
-
-def train_one_epoch(s: Session, loader: BatchLoader, opt, sched, epoch: int
-                    ) -> tuple[dict, int]:
-    """The optimizer steps of one epoch -> (train metrics of the row, steps taken)."""
-    cfg = s.cfg.train
-    torch.manual_seed(epoch_generator(cfg.seed, epoch, DROPOUT_SALT).initial_seed())
-    s.module.train()
-    freeze_backbone(s.model, epoch <= cfg.freeze_backbone_epochs)
-    sums = torch.zeros(5, device=s.device)  # loss, correct, images, grad norms, their count
-    # Checking the loss syncs with the device: every step on CPU (free), rarely on GPUs.
-    # Under DDP only the all-reduced epoch loss decides, so every rank stops together.
-    check = 0 if s.dist.world_size > 1 else 1 if s.device.type == "cpu" else 50
-    steps = 0
-    batches = track(loader.epoch(epoch), total=len(loader), description=f"epoch {epoch}",
-                    enabled=progress_enabled(cfg.progress) and s.dist.is_main)
-    for group in micro_batch_groups(batches, cfg.accumulate):
-        if s.budget is not None and s.state.phase_step >= s.budget.steps_allowed(
-                s.state.phase_step, steps):
-            break
-        stats = train_step(s, group, opt, sched)
-        sums += stats
-        if check and steps % check == 0:
-            s.check_loss(stats[0].item() / stats[2].item(), f"train loss at step {steps + 1}")
-        steps += 1
-    total_loss, correct, seen, norms, counted = s.dist.all_reduce(sums).tolist()
-    s.check_loss(total_loss / max(1.0, seen), "epoch train loss")
-    out = {"train_loss": total_loss / max(1.0, seen), "train_acc": correct / max(1.0, seen)}
-    if cfg.grad_clip is not None:  # the mean pre-clip norm (non-finite ones left out)
-        out["grad_norm"] = norms / counted if counted else None
-    return out, steps
-
-
-def train_step(s: Session, group: list[tuple[torch.Tensor, torch.Tensor, float]], opt,
-               sched) -> torch.Tensor:
-    """One optimizer step over `group`'s micro-batches (x, y, weight), the gradients summed
-    as one batch of all their images -> [summed loss, correct, images, pre-clip grad norm,
-    1 if that norm counts], detached, on the device."""
-    stats = torch.zeros(5, device=s.device)
-    opt.zero_grad(set_to_none=True)
-    weight = group_weight(group, s.dist.world_size)
-    for i, (x, y, _) in enumerate(group):
-        with s.dist.no_sync(s.module, skip=i < len(group) - 1):
-            loss, logits = forward_backward(s, x, y, weight)
-        labels = y.argmax(1) if y.is_floating_point() else y  # soft targets: their top class
-        # torch.full, not torch.tensor: a tensor from a Python number is copied from the
-        # host, and that blocking copy waits for the GPU queue every step.
-        stats[:3] += torch.stack([loss.float(), (logits.argmax(1) == labels).sum().float(),
-                                  torch.full((), float(len(y)), device=s.device)])
-    stats[3:] = clip_gradients(s, opt)
-    s.scaler.step(opt)
-    s.scaler.update()
-    if sched is not None:
-        sched.step()
-    s.state.step, s.state.phase_step = s.state.step + 1, s.state.phase_step + 1
-    if s.lookahead is not None:
-        s.lookahead.step()
-    if s.ema is not None:  # after Lookahead: it averages the weights the next step starts from
-        s.ema.update(s.model, s.state.step)
-    return stats
-
-
-def forward_backward(s: Session, x: torch.Tensor, y: torch.Tensor, weight: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (summed loss, logits), both detached; the gradient of loss * weight accumulates.
-    `y` holds class indices, or soft targets (mixup/cutmix) that already include the label
-    smoothing."""
-    smoothing = 0.0 if y.is_floating_point() else s.cfg.train.label_smoothing
-    with autocast(s.device, s.amp):
-        logits = s.module(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing, reduction="sum")
-    s.scaler.scale(loss * weight).backward()
-    return loss.detach(), logits.detach()
-
-
-def group_weight(group: list, world_size: int) -> float:
-    """The factor that turns this rank's summed loss into its share of the mean over all the
-    group's images on all ranks (DDP then averages the ranks' gradients). The loader's weight
-    of a micro-batch is world_size / (its images on all ranks): that count comes back exactly
-    by rounding, and one micro-batch keeps the loader's own weight bit for bit."""
-    images = sum(round(world_size / w) for _, _, w in group)
-    return world_size / images
-
-
-def micro_batch_groups(batches: Iterator, k: int) -> Iterator[list]:
-    """Consecutive groups of k batches (the last group of an epoch may be shorter)."""
-    group: list = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == k:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def clip_gradients(s: Session, opt) -> torch.Tensor:
-    """`train.grad_clip`: scale the gradients to that total norm at most (fp16 ones unscaled
-    first) -> [pre-clip norm, 1], or zeros when off or the norm is not finite (GradScaler then
-    skips the step)."""
-    if s.cfg.train.grad_clip is None:
-        return torch.zeros(2, device=s.device)
-    s.scaler.unscale_(opt)
-    params = [p for group in opt.param_groups for p in group["params"]]
-    norm = torch.nn.utils.clip_grad_norm_(params, s.cfg.train.grad_clip).float()
-    finite = torch.isfinite(norm)
-    return torch.stack([torch.where(finite, norm, 0.0), finite.float()])
-
-
-def validation_due(s: Session, p: int, epoch: int) -> bool:
-    """`train.eval_every` N: validate every N-th epoch and the phase's last one (under a time
-    budget: the epoch that used up its planned steps); 0: never (the final evaluation only)."""
-    every = s.cfg.train.eval_every
-    if every <= 1:
-        return every == 1
-    last = s.state.phase_step >= s.budget.total_steps if s.budget else epoch >= s.phase_end(p)
-    return epoch % every == 0 or last
-
-
-def not_validated(s: Session) -> dict:
-    """The row's validation keys of an epoch not validated (`train.eval_every`): all None."""
-    splits = ["val"] + (["test"] if s.data.test is not None else [])
-    suffixes = ["", "_ema"] if s.ema is not None else [""]
-    return {f"{split}_{m}{x}": None for x in suffixes for split in splits for m in ("loss", "acc")}
-
-
-def validate(s: Session) -> dict:
-    """Each epoch's evaluation: the raw weights, and the EMA's beside them (keys + `_ema`)."""
-    out = evaluate_splits(s, s.model, "")
-    if s.ema is not None:
-        s.ema.sync(s.dist)
-        out.update(evaluate_splits(s, s.ema.model, "_ema"))
-    return out
-
-
-def evaluate_splits(s: Session, model: nn.Module, suffix: str) -> dict:
-    out = {f"val_loss{suffix}": None, f"val_acc{suffix}": None}
-    for split in ("val", "test"):
-        if getattr(s.data, split) is None:
-            continue
-        logits, labels = predict_batches(model, eval_loader(s, split), amp_dtype=s.amp)
-        loss, out[f"{split}_acc{suffix}"] = loss_and_accuracy(logits, labels)
-        out[f"{split}_loss{suffix}"] = loss
-        if not math.isfinite(loss):
-            raise Diverged(f"{split} loss{' of the EMA weights' if suffix else ''} is {loss}")
-    return out
-
-
-def record_epoch(s: Session, row: dict, p: int, opt, sched, early: EarlyStopping,
-                 phase_over: bool) -> None:
-    cfg, st = s.cfg.train, s.state
-    if s.claim is not None:
-        s.claim.check()  # taken over while this process looked dead: write nothing more
-    st.epoch, st.phase, st.early_stopped = row["epoch"], p, phase_over
-    st.seconds += row["seconds"]
-    s.log(epoch_line(row))
-    if not s.dist.is_main:
-        return
-    s.run.append_metrics(row)
-    s.tracker.log(row)
-    meta = {"classes": s.data.classes, "norm": s.data.norm(), "config": s.cfg.to_dict()}
-    value, weights = selected_weights(s, row)
-    if better(value, st.best, cfg.monitor):
-        st.best, st.best_epoch = value, row["epoch"]
-        save_checkpoint(s.run.best, s.ema.model if weights == "ema" else s.model,
-                        epoch=row["epoch"], weights=weights, **meta)
-    save_checkpoint(s.run.last, s.model, optimizer=opt.state_dict(),
-                    scheduler=sched.state_dict(), early_stop=early.state_dict(),
-                    scaler=s.scaler.state_dict(), **averaging_state(s), **st.state_dict(),
-                    **meta)
-    if s.on_epoch is not None:
-        s.on_epoch(row)
-
-
-def selected_weights(s: Session, row: dict) -> tuple[float, str]:
+def selected_weights(t: Trainer, row: dict) -> tuple[float, str]:
     """(train.monitor's value, 'raw' or 'ema'): the weights of this epoch that may become
     best.pt. `train.ema.select`: raw, ema, or best = the EMA's when its value is strictly
     better than the raw weights' (ties keep the raw ones). Without a validation split nothing
     scores the EMA: its value is the raw weights' train metric (`monitored`)."""
-    raw = monitored(row, s.cfg.train.monitor)
-    ema = s.cfg.train.ema
+    raw = monitored(row, t.cfg.train.monitor)
+    ema = t.cfg.train.ema
     if ema is None or ema.select == "raw":
         return raw, "raw"
-    value = row.get(f"{s.cfg.train.monitor}_ema")
+    value = row.get(f"{t.cfg.train.monitor}_ema")
     value = raw if value is None else value
-    if ema.select == "ema" or better(value, raw, s.cfg.train.monitor):
+    if ema.select == "ema" or better(value, raw, t.cfg.train.monitor):
         return value, "ema"
     return raw, "raw"
 
 
-def averaging_state(s: Session) -> dict:
+def averaging_state(t: Trainer, ph: Phase) -> dict:
     """last.pt's entries for the EMA and Lookahead, when they are on."""
     out = {}
-    if s.ema is not None:
-        out["ema"] = s.ema.state_dict()
-    if s.lookahead is not None:
-        out["lookahead"] = s.lookahead.state_dict()
+    if t.ema is not None:
+        out["ema"] = t.ema.state_dict()
+    if ph.lookahead is not None:
+        out["lookahead"] = ph.lookahead.state_dict()
     return out
 
 
-def early_stopped(s: Session, epoch: int) -> str:
-    es = s.cfg.train.early_stopping
-    s.log(f"Early stopping after epoch {epoch}: {es.monitor} improved by < {es.min_delta} "
-          f"for {es.patience} epochs")
-    return "early_stopping"
-
-
-def diverged(s: Session, epoch: int, err: Diverged) -> str:
-    s.stop_detail = f"epoch {epoch}: {err}"
-    s.state.epoch = epoch
-    s.log(f"Epoch {epoch}: diverged ({err}); stopping (lower train.lr?)")
-    return "diverged"
-
-
-def finish(s: Session, params: int, stop: str) -> dict:
+def finish(t: Trainer, st: TrainState, params: int, stop: str, detail: str | None,
+           budget: Budget | None) -> dict:
     """Final evaluation with the chosen weights; writes the confusion matrix and result.json."""
-    rows = s.run.read_metrics() if s.dist.is_main else []
-    st = s.state
+    rows = t.run.read_metrics() if t.dist.is_main else []
     result = {"best_val_acc": max((r["val_acc"] for r in rows if r["val_acc"] is not None),
                                   default=None),
               "final_val_acc": rows[-1]["val_acc"] if rows else None, "test_acc": None,
               "params": params, "epochs_run": st.epoch, "best_epoch": st.best_epoch,
               "stop_reason": stop, "seconds_per_epoch": st.seconds / max(1, len(rows)),
               "seconds_total": st.seconds}
-    if s.ema is not None:
+    if t.ema is not None:
         result["best_val_acc_ema"] = best_of(rows, "val_acc_ema")
-    if s.stop_detail:
-        result["stop_detail"] = s.stop_detail
-    if not s.dist.is_main:
+    if detail:
+        result["stop_detail"] = detail
+    if not t.dist.is_main:
         return result
-    if s.run.best.exists() and stop != "diverged":
-        result["eval_weights"] = load_final_weights(s, rows)
-        result.update(final_evaluation(s))
-    if s.budget is not None:
-        result.update(time_budget_s=s.budget.seconds, time_used_s=s.budget.elapsed(),
-                      steps=st.phase_step, planned_steps=s.budget.total_steps)
-    s.run.write_result(result)
-    s.tracker.summary(result)
-    s.tracker.close()
-    s.log(summary_line(result, s.run.path))
+    if t.run.best.exists() and stop != "diverged":
+        result["eval_weights"] = load_final_weights(t, rows)
+        result.update(final_evaluation(t))
+    if budget is not None:
+        result.update(time_budget_s=budget.seconds, time_used_s=budget.elapsed(),
+                      steps=st.phase_step, planned_steps=budget.total_steps)
+    t.run.write_result(result)
+    t.tracker.summary(result)
+    t.tracker.close()
+    t.log(summary_line(result, t.run.path))
     return result
 
 
-def load_final_weights(s: Session, rows: list[dict]) -> str:
-    """Put the weights of the final evaluation in s.model -> 'raw' or 'ema': best.pt's
+def load_final_weights(t: Trainer, rows: list[dict]) -> str:
+    """Put the weights of the final evaluation in t.model -> 'raw' or 'ema': best.pt's
     (`train.final_weights: best`), else the last epoch's, raw or EMA by `train.ema.select`."""
-    if s.cfg.train.final_weights == "best":
-        ckpt = load_checkpoint(s.run.best)
-        load_weights(s.model, ckpt["model"], s.run.best)
+    if t.cfg.train.final_weights == "best":
+        ckpt = load_checkpoint(t.run.best)
+        load_weights(t.model, ckpt["model"], t.run.best)
         return ckpt.get("weights", "raw")
-    weights = selected_weights(s, rows[-1])[1] if rows else "raw"
+    weights = selected_weights(t, rows[-1])[1] if rows else "raw"
     if weights == "ema":
-        load_weights(s.model, s.ema.model.state_dict(), "the EMA weights")
+        load_weights(t.model, t.ema.model.state_dict(), "the EMA weights")
     return weights
 
 
-def final_evaluation(s: Session) -> dict:
-    split = "test" if s.data.test is not None else "val"
-    data = getattr(s.data, split)
+def final_evaluation(t: Trainer) -> dict:
+    split = "test" if t.data.test is not None else "val"
+    data = getattr(t.data, split)
     if data is None:
         return {}
-    logits, labels = predict_batches(s.model, eval_loader(s, split), tta=s.cfg.train.tta,
-                                     amp_dtype=s.amp)
+    logits, labels = predict_batches(t.model, t.eval_loaders[split], tta=t.cfg.train.tta,
+                                     amp_dtype=t.amp)
     loss, acc = loss_and_accuracy(logits, labels)
     confidence, pred = logits.float().softmax(1).max(1)  # per image: McNemar's test pairs runs
-    s.run.write_predictions(labels.numpy(), pred.numpy(), confidence.numpy())
-    metrics = classification_metrics(logits, labels, s.data.classes)
-    s.run.write_evaluation(confusion_matrix(labels, logits.argmax(1), len(s.data.classes)),
-                           s.data.classes, {"split": split, "n": len(labels), **metrics})
+    t.run.write_predictions(labels.numpy(), pred.numpy(), confidence.numpy())
+    metrics = classification_metrics(logits, labels, t.data.classes)
+    t.run.write_evaluation(confusion_matrix(labels, logits.argmax(1), len(t.data.classes)),
+                           t.data.classes, {"split": split, "n": len(labels), **metrics})
     mistakes = most_confident_mistakes(labels, logits)
-    images = to_display_uint8(data.images[torch.from_numpy(mistakes["index"])], s.data.scale,
-                              s.data.fmt)
-    s.run.write_misclassified(images, mistakes)
+    images = to_display_uint8(data.images[torch.from_numpy(mistakes["index"])], t.data.scale,
+                              t.data.fmt)
+    t.run.write_misclassified(images, mistakes)
     return {f"{split}_acc_best_model": acc, "eval_split": split,
             **({"test_acc": acc, "test_loss": loss} if split == "test" else {}),
             **{k: metrics[k] for k in RESULT_METRICS}}
@@ -702,66 +703,75 @@ def make_loader(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
                        rank=dist.rank, world_size=dist.world_size, epochs=epochs)
 
 
-def eval_loader(s: Session, split: str) -> BatchLoader:
-    """Built once per run: building one copies the split into the channels-last layout."""
-    if split not in s.eval_loaders:
-        s.eval_loaders[split] = make_loader(s.cfg, s.data, s.device, s.dist, False, split)
-    return s.eval_loaders[split]
+def training_loader(t: Trainer, p: int) -> BatchLoader:
+    return make_loader(t.cfg, t.data, t.device, t.dist, train=True,
+                       augment=t.phases[p].augment or t.cfg.data.augment)
 
 
-def estimate_duration(s: Session, steps: int) -> float | None:
+def eval_loaders(cfg: Config, data: DataBundle, device: torch.device, dist: Dist
+                 ) -> dict[str, BatchLoader]:
+    """The val and test splits' loaders, built once per run (each copies its split into the
+    channels-last layout)."""
+    return {split: make_loader(cfg, data, device, dist, False, split)
+            for split in ("val", "test") if getattr(data, split) is not None}
+
+
+def estimate_duration(t: Trainer, st: TrainState, timing: Timing, steps: int) -> float | None:
     """Print the expected duration of what is left of the run (None under a time budget,
     which plans its own steps per phase)."""
-    if s.cfg.train.time_budget is not None:
+    if t.cfg.train.time_budget is not None:
         return None
-    epochs = sum(s.phase_end(p) - max(s.state.epoch, s.phase_end(p) - ph.epochs)
-                 for p, ph in enumerate(s.phases) if not phase_finished(s, p))
-    per_epoch = steps * step_seconds(s) + eval_images(s)[0] * s.timing.eval_image_s * \
-        validations_per_epoch(s)
-    total = epochs * per_epoch + eval_images(s)[1] * s.timing.eval_image_s
-    s.log(f"Estimated duration: {describe(total)} ({epochs} epochs of {steps} steps, "
+    epochs = sum(t.phase_end(p) - max(st.epoch, t.phase_end(p) - ph.epochs)
+                 for p, ph in enumerate(t.phases) if not phase_finished(t, st, p))
+    n_val, n_final = eval_images(t)
+    per_epoch = steps * step_seconds(t, timing) + n_val * timing.eval_image_s * \
+        validations_per_epoch(t)
+    total = epochs * per_epoch + n_final * timing.eval_image_s
+    t.log(f"Estimated duration: {describe(total)} ({epochs} epochs of {steps} steps, "
           f"~{describe(per_epoch)} each)")
     return total
 
 
-def plan_budget(s: Session, p: int, steps_per_epoch: int) -> Budget | None:
-    if s.cfg.train.time_budget is None:
+def plan_budget(t: Trainer, st: TrainState, steps_per_epoch: int, timing: Timing
+                ) -> Budget | None:
+    if t.cfg.train.time_budget is None:
         return None
-    n_val, n_final = eval_images(s)
-    seconds = parse_duration(s.cfg.train.time_budget) - s.state.seconds
-    budget = Budget(seconds, steps_per_epoch, step_seconds(s), n_val * s.timing.eval_image_s,
-                    n_final * s.timing.eval_image_s, validations_per_epoch(s))
-    s.log(f"Time budget {describe(seconds)}: planning {budget.total_steps} steps "
+    n_val, n_final = eval_images(t)
+    seconds = parse_duration(t.cfg.train.time_budget) - st.seconds
+    budget = Budget(seconds, steps_per_epoch, step_seconds(t, timing),
+                    n_val * timing.eval_image_s, n_final * timing.eval_image_s,
+                    validations_per_epoch(t))
+    t.log(f"Time budget {describe(seconds)}: planning {budget.total_steps} steps "
           f"(~{budget.total_steps / steps_per_epoch:.1f} epochs at "
-          f"{s.cfg.train.batch_size / s.timing.step_s:.0f} img/s), re-planned every epoch")
+          f"{t.cfg.train.batch_size / timing.step_s:.0f} img/s), re-planned every epoch")
     return budget
 
 
-def optimizer_steps(s: Session, loader: BatchLoader) -> int:
+def optimizer_steps(t: Trainer, loader: BatchLoader) -> int:
     """Optimizer steps per epoch: `train.accumulate` of the loader's batches make one."""
-    return math.ceil(len(loader) / s.cfg.train.accumulate)
+    return math.ceil(len(loader) / t.cfg.train.accumulate)
 
 
-def step_seconds(s: Session) -> float:
+def step_seconds(t: Trainer, timing: Timing) -> float:
     """The measured time of one optimizer step (the probe times one micro-batch)."""
-    return s.timing.step_s * s.cfg.train.accumulate
+    return timing.step_s * t.cfg.train.accumulate
 
 
-def eval_images(s: Session) -> tuple[int, float]:
+def eval_images(t: Trainer) -> tuple[int, float]:
     """(images evaluated after each epoch, image-passes of the final evaluation)."""
-    n_val = sum(len(d) for d in (s.data.val, s.data.test) if d is not None)
-    n_val *= 2 if s.ema is not None else 1  # the EMA weights are evaluated too
-    return n_val, len(s.data.test or s.data.val or []) * (4 if s.cfg.train.tta else 1)
+    n_val = sum(len(d) for d in (t.data.val, t.data.test) if d is not None)
+    n_val *= 2 if t.ema is not None else 1  # the EMA weights are evaluated too
+    return n_val, len(t.data.test or t.data.val or []) * (4 if t.cfg.train.tta else 1)
 
 
-def validations_per_epoch(s: Session) -> float:
+def validations_per_epoch(t: Trainer) -> float:
     """1 / `train.eval_every` (0 when only the final evaluation runs)."""
-    every = s.cfg.train.eval_every
+    every = t.cfg.train.eval_every
     return 1.0 / every if every else 0.0
 
 
-def final_eval_share(s: Session) -> float:
-    n_val, n_final = eval_images(s)
+def final_eval_share(t: Trainer) -> float:
+    n_val, n_final = eval_images(t)
     return n_final / n_val if n_val else 0.0
 
 

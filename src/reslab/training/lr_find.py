@@ -35,8 +35,9 @@ from ..runs.device import (
     grad_scaler,
 )
 from .distributed import Dist
-from .loop import DROPOUT_SALT, Session, build_parts, head_lr, make_loader, train_step
+from .loop import DROPOUT_SALT, Trainer, build_parts, head_lr, make_loader, train_step
 from .optim import build_optimizer, param_groups
+from .state import TrainState
 
 BETA = 0.98             # smoothing of the per-step loss (fastai's value)
 DIVERGE_FACTOR = 4.0    # stop once the smoothed loss exceeds this multiple of its best
@@ -102,7 +103,7 @@ def check_range(steps: int, start_lr: float, end_lr: float) -> None:
 
 
 def throwaway_session(cfg: Config, log: Callable[[str], None],
-                      overrides: list[str] | None = None) -> Session:
+                      overrides: list[str] | None = None) -> Trainer:
     """The pieces `train_step` uses, built by `train`'s own builder (loop.build_parts: the
     machine class's overrides, pretrained weights, `train.init`), with no run directory,
     tracker, DDP or torch.compile: a compile would cost more than the whole test, and one
@@ -113,7 +114,7 @@ def throwaway_session(cfg: Config, log: Callable[[str], None],
     for note in notes:
         log(note)
     amp = amp_dtype(cfg.train.amp, device)
-    return Session(cfg, run=None, data=data, model=model, module=model, device=device,
+    return Trainer(cfg, run=None, data=data, model=model, module=model, device=device,
                    dist=dist, amp=amp, scaler=grad_scaler(amp, device), tracker=None, log=log)
 
 
@@ -122,7 +123,7 @@ def first_phase_augment(cfg: Config) -> str:
     return (phases[0].augment if phases else None) or cfg.data.augment
 
 
-def ramp_optimizer(s: Session, start_lr: float, end_lr: float, steps: int):
+def ramp_optimizer(s: Trainer, start_lr: float, end_lr: float, steps: int):
     """The configured optimizer (first phase's, if set) at `start_lr`, and a per-step schedule
     multiplying every group's LR by (end/start)^(i/(steps-1)): backbone scaling is kept."""
     cfg = s.cfg.train
@@ -137,7 +138,7 @@ def ramp_optimizer(s: Session, start_lr: float, end_lr: float, steps: int):
     return opt, sched
 
 
-def batches(s: Session, loader: BatchLoader) -> Iterator[tuple]:
+def batches(s: Trainer, loader: BatchLoader) -> Iterator[tuple]:
     """The training batches, epoch after epoch, seeded as `train` seeds them."""
     epoch = 1
     while True:
@@ -146,10 +147,11 @@ def batches(s: Session, loader: BatchLoader) -> Iterator[tuple]:
         epoch += 1
 
 
-def ramp(s: Session, loader: BatchLoader, steps: int, start_lr: float, end_lr: float
+def ramp(s: Trainer, loader: BatchLoader, steps: int, start_lr: float, end_lr: float
          ) -> tuple[list[float], list[float], list[float], str]:
     """Train `steps` steps on the exponential ramp -> (lrs, losses, smoothed, stop reason)."""
     opt, sched = ramp_optimizer(s, start_lr, end_lr, steps)
+    state = TrainState()  # a throwaway run's step counts
     s.module.train()
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
@@ -157,7 +159,7 @@ def ramp(s: Session, loader: BatchLoader, steps: int, start_lr: float, end_lr: f
     for i, (x, y, weight) in enumerate(track(batches(s, loader), total=steps,
                                              description="lr-find", enabled=enabled)):
         lrs.append(head_lr(opt))
-        stats = train_step(s, [(x, y, weight)], opt, sched)  # summed loss, correct, images
+        stats = train_step(s, state, [(x, y, weight)], opt, sched)  # loss, correct, images
         losses.append((stats[0] / stats[2]).item())  # the step's mean loss
         avg = BETA * avg + (1 - BETA) * losses[-1]
         smoothed.append(avg / (1 - BETA ** (i + 1)))
