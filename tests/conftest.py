@@ -176,3 +176,15 @@ def single_and_two_ranks(tmp_path):
         return (read_jsonl(tmp_path / "single" / "metrics.jsonl"),
                 read_jsonl(tmp_path / "ddp" / "metrics.jsonl"), proc.stdout)
     return run
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List the README blocks tests/test_readme.py ran or skipped (sent from xdist workers as
+    the test's user properties)."""
+    lines = [line for report in terminalreporter.stats.get("passed", [])
+             for name, value in getattr(report, "user_properties", ()) if name == "readme_blocks"
+             for line in value]
+    if lines:
+        terminalreporter.write_sep("-", "README command blocks")
+        for line in lines:
+            terminalreporter.write_line(line)

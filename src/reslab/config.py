@@ -6,7 +6,10 @@ values become one-line `ReslabError`s that name the key, the value and what was 
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -443,9 +446,33 @@ def parse_mapping(schema: type[M], raw: Any, source: str, expected: str) -> M:
         raise ReslabError(format_validation_error(err, source)) from None
 
 
+# Overrides applied on top of every config reslab validates (trains, sweeps' trials, studies'
+# variants, comparisons), last: a smoke-test setting ("train.epochs=1 data.max_per_class=10")
+# that shrinks any command without editing its files. The README's own test uses it.
+SMOKE_ENV = "RESLAB_SET"
+_smoke_announced: list[str] = []
+
+
+def smoke_overrides() -> list[str]:
+    """The `RESLAB_SET` overrides (shell-quoted KEY=VALUE words), announced once per process."""
+    text = os.environ.get(SMOKE_ENV, "").strip()
+    if not text:
+        return []
+    try:
+        items = shlex.split(text)
+    except ValueError as err:
+        raise ReslabError(f"{SMOKE_ENV}={text!r}: {err}") from None
+    if text not in _smoke_announced:
+        _smoke_announced.append(text)
+        print(f"{SMOKE_ENV}: {' '.join(items)} applied on top of every config", file=sys.stderr)
+    return items
+
+
 def validate(raw: dict, source: str = "config") -> Config:
     """Validate a plain mapping into a Config, or raise a one-line ReslabError."""
-    return parse_mapping(Config, raw, source, "sections data, model, train")
+    smoke = smoke_overrides()
+    return parse_mapping(Config, apply_overrides(raw, smoke) if smoke else raw, source,
+                         "sections data, model, train")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:

@@ -164,3 +164,30 @@ def test_shared_cifar10_jpeg_folder(tmp_path, cifar_train, cli):
     assert code == 0, err
     assert table_rows(out, ["airplane", "truck"])["total"][-1] == 200
     assert "32x32 (200)" in out and "JPEG 8-bit (24)" in out and "3x32x32 uint8" in out
+
+
+def test_data_example_writes_a_tree_training_reads_and_a_rerun_is_a_no_op(tmp_path, cli,
+                                                                        monkeypatch):
+    """`reslab data example DIR`: without ../shared, the digits as 64x64 RGB JPEGs in class
+    folders (20 each); the same command again leaves them; another kind there is refused."""
+    from reslab.data.imageio import read_image
+    from reslab.data.sources import scan_class_tree
+
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")          # ../shared does not exist here
+    code, out, err = cli("data", "example", "data/photos")
+    assert code == 0, err
+    assert out == ("example data: 200 images in 10 classes from the bundled digits -> "
+                   "data/photos (64x64 RGB JPG)\n")
+    tree = scan_class_tree(tmp_path / "project" / "data" / "photos")
+    assert list(tree) == [str(i) for i in range(10)] and {len(v) for v in tree.values()} == {20}
+    assert read_image(tree["3"][0]).shape == (64, 64, 3)
+    before = {p: p.stat().st_mtime_ns for p in tree["3"]}
+    assert cli("data", "example", "data/photos")[1].endswith("left as it is\n")
+    assert {p: p.stat().st_mtime_ns for p in tree["3"]} == before
+    code, out, err = cli("data", "example", "data/photos", "--kind", "cifar10-subset")
+    assert code == 2 and err == ("reslab data: error: data/photos exists and is not an empty "
+                                 "folder: choose a new DIR\n")
+    code, _, err = cli("data", "example")
+    assert code == 2 and err == ("reslab data: error: reslab data example DIR: the folder to "
+                                 "write is missing\n")

@@ -221,3 +221,29 @@ def test_hdr_runs_take_float32_images_in_the_data_units(fast_config, make_tree, 
     with torch.inference_mode():
         got = model(images.float())
     assert (got - pytorch_logits(run, images)).abs().max() < 1e-4
+
+
+def test_the_export_process_ends_within_5_s_of_writing_its_file(digits_run, tmp_path):
+    """`reslab export` as a program: once the checked file is in place, nothing (a thread, a
+    native pool) keeps the process alive."""
+    import subprocess
+    import time
+
+    out = tmp_path / "model.onnx"
+    proc = subprocess.Popen([sys.executable, "-m", "reslab", "export", str(digits_run),
+                             "--format", "onnx", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not out.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    written = time.monotonic()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("reslab export was still running 5 s after writing its "
+                             "file") from None
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0 and out.is_file(), stderr
+    assert time.monotonic() - written < 6
+    assert stdout.startswith(f"Exported best.pt to {out} (onnx")

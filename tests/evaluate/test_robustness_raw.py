@@ -140,17 +140,41 @@ def exr_run(tmp_path_factory):
     return root / "run"
 
 
-def modes(run: Path) -> set[str]:
-    with open(run / "robustness.csv", newline="") as f:
+def modes(run: Path, name: str = "robustness.csv") -> set[str]:
+    with open(run / name, newline="") as f:
         return {row["mode"] for row in csv.DictReader(f)}
 
 
 def test_cli_raw_on_a_log_exr_run(exr_run, cli):
     code, out, err = cli("robustness", exr_run, "--raw")
     assert code == 0, err
-    assert "intensity_plus50" in out and modes(exr_run) == {"raw"}
-    md = (exr_run / "robustness.md").read_text()
+    assert "intensity_plus50" in out and modes(exr_run, "robustness-raw.csv") == {"raw"}
+    assert out.strip().endswith(f"robustness: {exr_run / 'robustness-raw.csv'}, "
+                                "robustness-raw.md")
+    md = (exr_run / "robustness-raw.md").read_text()
     assert "float files, so +50 on the stored value itself, unclamped." in md
+
+
+def test_each_mode_keeps_its_own_files_never_a_silent_replacement(exr_run, cli):
+    """`--suite all` then `--raw`: robustness.md and robustness-raw.md side by side, the
+    display files byte for byte as written; the report shows both modes."""
+    from reslab.report import write_report
+
+    assert cli("robustness", exr_run)[0] == 0
+    display = {n: (exr_run / n).read_bytes() for n in ("robustness.csv", "robustness.md")}
+    assert cli("robustness", exr_run, "--raw")[0] == 0
+    assert {n: (exr_run / n).read_bytes() for n in display} == display
+    assert modes(exr_run) == {"display"} and modes(exr_run, "robustness-raw.csv") == {"raw"}
+    assert (exr_run / "plots" / "robustness.png").is_file()
+    assert (exr_run / "plots" / "robustness-raw.png").is_file()
+    run = RunDir(exr_run)
+    assert run.robustness_modes() == ["display", "raw"]
+    assert {r["mode"] for r in run.read_robustness("display")} == {"display"}
+    assert {r["mode"] for r in run.read_robustness("raw")} == {"raw"}
+    _, md = write_report(exr_run)
+    text = md.read_text()
+    assert "(display mode; perturbed in display space)" in text
+    assert "(raw mode; amounts added to the stored values" in text
 
 
 def test_a_cached_result_made_in_another_mode_is_recomputed_never_mixed_in(exr_run):

@@ -164,3 +164,14 @@ def test_user_model_without_a_head_is_a_one_line_error_only_when_needed(tmp_path
         with pytest.raises(ReslabError, match=r"^train\.\w+: .*Headless.*get_classifier") as err:
             call()
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["cifar-basic", "user"])
+def test_an_mlp_head_on_a_family_that_takes_none_is_one_line(kind):
+    """README's config reference: MLP heads for tv:/timm: backbones only; built-in CIFAR
+    ResNets and user modules refuse one instead of ignoring it."""
+    cfg = ModelConfig(**{**KINDS[kind], "head": HeadConfig(hidden=[16])})
+    with pytest.raises(ReslabError, match=r"^model\.head: MLP heads are supported for tv:/timm: "
+                                          r"backbones; ") as err:
+        build_model(cfg, 10, 3)
+    assert "\n" not in str(err.value)

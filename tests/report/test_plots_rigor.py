@@ -114,3 +114,34 @@ def test_mean_curves_accuracy_band_stays_within_0_and_1(tmp_path, figures):
     plot_mean_curves({"g": runs}, tmp_path / "clip.png", keys=("val_acc",))
     vertices = _bands(figures[0])[0].get_paths()[0].vertices
     assert vertices[:, 1].max() <= 1.0 and vertices[:, 1].min() >= 0.0
+
+
+def test_a_single_epoch_is_a_marker_with_half_an_epoch_either_side():
+    """One epoch: not a dot on an axis from 0.945 to 1.05, but x = 1 in 0.5..1.5, labelled."""
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    ax.plot([1], [0.3], marker="o")
+    plots._widen_single_epoch(ax)
+    assert ax.get_xlim() == (0.5, 1.5) and list(ax.get_xticks()) == [1.0]
+    assert ax.get_xlabel() == "epoch (one epoch: one point per run)"
+    many = Figure().subplots()
+    many.plot([1, 2, 3], [0.3, 0.4, 0.5])
+    before = many.get_xlim()
+    plots._widen_single_epoch(many)
+    assert many.get_xlim() == before
+
+
+def test_a_factor_plot_of_one_variant_has_a_title_not_a_legend(tmp_path, monkeypatch):
+    seen = {}
+    real = plots._save
+
+    def keep(fig, out):
+        ax = fig.axes[0]
+        seen.update(title=ax.get_title(), legend=ax.get_legend())
+        return real(fig, out)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_factor_curves("train.lr", {"w4": [("0.01", 0.5), ("0.1", 0.6)]}, "best_val_acc",
+                             tmp_path / "f.png")
+    assert seen == {"title": "w4", "legend": None}

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
+import threading
 
 from ..errors import ReslabError
 
@@ -41,7 +43,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=help_line)
             continue
         module = importlib.import_module(f"{__name__}.{module_name}")
-        module.add_parser(sub).set_defaults(_run=module.run)
+        module.add_parser(sub).set_defaults(_run=module.run, _exit_at_once=getattr(
+            module, "EXIT_AT_ONCE", False))
     return parser
 
 
@@ -51,10 +54,14 @@ def command_of(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(command_of(argv)).parse_args(argv)
+    """Run a command; as the `reslab` program itself (argv None), also end the process as
+    soon as the command is done (`exit_promptly`)."""
+    args = build_parser(command_of(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        if argv is None:
+            exit_promptly(code, getattr(args, "_exit_at_once", False))
+        return code
     except ReslabError as err:
         print(f"reslab {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
@@ -64,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"reslab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def exit_promptly(code: int, at_once: bool) -> None:
+    """End the process now when a library left something that would keep it alive after the
+    command's work is done: a non-daemon thread (interpreter exit joins it), or, for commands
+    that set EXIT_AT_ONCE (export: onnxruntime's thread pools), native teardown at exit.
+    Everything the command wrote is on disk already (atomic writes); stdout/stderr are flushed."""
+    lingering = [t for t in threading.enumerate()
+                 if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if lingering or at_once:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def os_error_line(err: OSError) -> str:

@@ -1,8 +1,8 @@
 """reslab demo [--out RUN_DIR]: the whole study in miniature, on the bundled digits.
 
 Trains a ResNet-20 (held-out test accuracy >= 0.95), runs the seed robustness suite, a small
-grid sweep over learning rate and width, and writes the HTML reports; about a minute or two
-on 2 CPU cores.
+grid sweep over learning rate and width, and writes the HTML reports (its measured time is in
+benchmarks/README.md, "Command times").
 """
 from __future__ import annotations
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 
+# The process ends as soon as the file is written and checked: onnxruntime's and the
+# exporter's native thread pools must not keep it alive (cli.exit_promptly).
+EXIT_AT_ONCE = True
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's model to ONNX, TorchScript or safetensors",

@@ -8,7 +8,9 @@ from ._parsers import command_parser, show_table
 SUITES = ("seed", "corruptions", "all")
 DESCRIPTION = """\
 Evaluate a run's best checkpoint on perturbed copies of its test split (else val, or
---data-root). Writes robustness.csv, robustness.md and plots/robustness.png into RUN_DIR.
+--data-root). Writes robustness.csv, robustness.md and plots/robustness.png into RUN_DIR
+(with --raw: robustness-raw.csv, robustness-raw.md, plots/robustness-raw.png, so the two
+modes' results are kept side by side; rerunning a mode replaces only its own files).
 The first row, clean, is the accuracy `reslab eval` reports on the same data.
 
 Perturbations act in display space: stored images are decoded to sRGB [0,1] for the run's
@@ -50,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
     from ..runs.rundir import RunDir
 
     rows = run_robustness(args.run_dir, args.data_root, args.suite, args.raw, args.seed)
-    plot_robustness(rows, RunDir(args.run_dir).plots / "robustness.png")
+    run = RunDir(args.run_dir)
+    csv, md = run.robustness_files(rows[0]["mode"])
+    plot_robustness(rows, run.plots / f"{csv.stem}.png")
     show_table(["perturbation", "severity", "accuracy", "drop"],
                [[r["perturbation"], str(r["severity"]), f"{r['accuracy']:.4f}",
                  f"{r['drop']:.4f}"] for r in rows], title="Robustness")
     mca = mean_corruption_accuracy(rows)
     if mca is not None:
         print(f"mean corruption accuracy {mca:.4f} (drop {rows[0]['accuracy'] - mca:.4f})")
-    print(f"robustness: {args.run_dir}/robustness.csv, robustness.md")
+    print(f"robustness: {csv}, {md.name}")
     return 0

@@ -2,11 +2,13 @@
 loose images. Channels follow the model: grey and RGB images are converted to what it saw."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import DataConfig
 from ..data import ImageSet, decode_listing, load_data
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
@@ -34,8 +36,45 @@ def decode_set(lr: LoadedRun, listing: Listing) -> ImageSet:
     if (images.dtype == np.uint8) != (lr.norm["scale"] == 255.0):
         raise ReslabError(f"{listing.root}: images are {images.dtype} but the model was trained "
                           f"on {'8-bit' if lr.norm['scale'] == 255.0 else 'HDR'} data")
+    grey_rgb = images.shape[1] == 3 and lr.in_chans == 1 and \
+        bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+    shape = (len(images), 1, *images.shape[2:]) if grey_rgb else images.shape  # no real change
+    warning = conversion_warning(str(listing.root), shape, lr.in_chans, trained_size(lr.cfg.data))
+    if warning:
+        print(warning, file=sys.stderr)
     images = match_channels(torch.from_numpy(np.array(images)), lr.in_chans, str(listing.root))
     return ImageSet(images, torch.from_numpy(labels), paths, sources)
+
+
+def trained_size(cfg: DataConfig) -> int | None:
+    """The square side the model was trained on, where the config fixes it (image_size,
+    center_crop, or a source of one size); None for a folder of images at their own sizes."""
+    return cfg.image_size or cfg.center_crop or FIXED_SIZE_SOURCES.get(cfg.source)
+
+
+FIXED_SIZE_SOURCES = {"digits": 8, "cifar10": 32}
+
+
+def conversion_warning(source: str, shape: tuple, channels: int, size: int | None) -> str | None:
+    """One line when the images (N,C,H,W, as decoded for the run) differ from what the model
+    was trained on: which conversion reslab applies, and what it leaves as it is."""
+    n, have, height, width = shape
+    said = []
+    if have != channels:
+        how = "repeated to RGB" if have == 1 else (
+            "turned grey by luma (0.299 R + 0.587 G + 0.114 B, as the training data was)")
+        said.append(f"{CHANNEL_NAMES.get(have, have)} images converted to the model's "
+                    f"{CHANNEL_NAMES.get(channels, channels)}: {how}")
+    if size is not None and (height, width) != (size, size):
+        said.append(f"their {width}x{height} pixels are fed as they are (the model was trained "
+                    f"on {size}x{size}; convolutions and global pooling take any size, but "
+                    f"accuracy at another scale is not what `reslab eval` measured)")
+    if not said:
+        return None
+    return f"warning: {source}: {n} image(s) differ from the training data: {'; '.join(said)}"
+
+
+CHANNEL_NAMES = {1: "1-channel (grey)", 3: "3-channel (RGB)"}
 
 
 def run_split(lr: LoadedRun, split: str | None) -> tuple[ImageSet, str]:

@@ -240,7 +240,10 @@ EXPORTERS: dict[str, Callable] = {"onnx": write_onnx, "torchscript": write_torch
 def run_onnx(path: Path, images: torch.Tensor) -> torch.Tensor:
     ort = onnxruntime()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    try:
+        return torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    finally:
+        del session  # release its thread pool now, not at interpreter exit
 
 
 def run_torchscript(path: Path, images: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ def run_robustness(run_dir: str | Path, data_root: str | Path | None = None,
                    write: bool = True) -> list[dict]:
     """Rows {perturbation, severity, accuracy, drop}: `clean` first, then one per level.
 
-    Writes robustness.csv, robustness.md and plots/robustness.png into the run when `write`.
+    Writes robustness.csv and robustness.md (raw: robustness-raw.csv/.md) when `write`.
     """
     levels = suite_levels(suite, seed)
     lr = load_run(run_dir)

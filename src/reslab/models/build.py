@@ -40,6 +40,10 @@ def construct(cfg: ModelConfig, num_classes: int, in_chans: int,
 
         return build_backbone(cfg, num_classes, in_chans, library_weights)
     if is_user_arch(cfg.arch):
+        if cfg.head != "linear":  # the module builds its own classifier: say so, not ignore it
+            raise ReslabError("model.head: MLP heads are supported for tv:/timm: backbones; a "
+                              "user module builds its own classifier (pass its options in "
+                              "model.kwargs)")
         return build_user_model(cfg.arch, cfg.kwargs, num_classes, in_chans)
     return build_cifar_resnet(cfg, num_classes, in_chans)
 

@@ -39,6 +39,7 @@ from ..runs.rundir import (
 from ..stats import Comparison, describe
 from ..utils import atomic_write_text, natural_key
 from . import plots
+from .tables import column_label
 
 TEMPLATES = Path(__file__).with_name("templates")
 KINDS = {RunDir: "run", SweepDir: "sweep", CompareDir: "comparison", RepeatsDir: "repeats",
@@ -402,14 +403,23 @@ def _misclassified_section(run: RunDir, classes: list[str] | None) -> Section:
     return section
 
 
+MODE_NOTES = {"display": "perturbed in display space", "raw": "amounts added to the stored "
+              "values, in the files' own units"}
+
+
 def _robustness_section(run: RunDir) -> Section:
-    rows = _read(run.robustness_csv, run.read_robustness)
-    if not rows:  # a directory written by hand may hold only the Markdown table
+    modes = _read(run.robustness_csv, run.robustness_modes)
+    if not modes:  # a directory written by hand may hold only the Markdown table
         markdown = _read(run.robustness_md, run.read_robustness_md) or ""
         return Section("Robustness", _markdown_blocks(markdown))
-    out = plots.plot_robustness(rows, run.plot("robustness"))
-    return Section("Robustness", [Image(out, "Accuracy per perturbation; dashed line: clean"),
-                                  _table(rows)])
+    blocks: list = []
+    for mode in modes:  # display and raw results side by side, each from its own file
+        csv, _ = run.robustness_files(mode)
+        rows = _read(csv, lambda m=mode: run.read_robustness(m))
+        out = plots.plot_robustness(rows, run.plot(csv.stem))
+        blocks += [Image(out, f"Accuracy per perturbation ({mode} mode; {MODE_NOTES[mode]}); "
+                              "dashed line: clean"), _table(rows)]
+    return Section("Robustness", blocks)
 
 
 # --------------------------------------------------------------------------- sweep
@@ -536,9 +546,11 @@ def _data_sections(data: DataDir) -> list[Section]:
                     if data.samples.is_file() else []),
             Section("Augmentation", [Image(data.augmented, preview.get("augmented_caption", ""))]
                     if data.augmented.is_file() else [])]
-def _ci_table_blocks(rows: list[dict]) -> list[Block]:
+def _ci_table_blocks(rows: list[dict], readable: bool = False) -> list[Block]:
     """A table whose <key>_ci95_low/high columns are shown in <key>'s cell as mean ±
-    half-width (rows without them keep the plain value), and the note saying what ± is."""
+    half-width (rows without them keep the plain value), and the note saying what ± is.
+    `readable` (study tables): headers a reader knows (the CSV keeps the raw keys), and a
+    mean over a `seeds` column states its n ("n = 1": one value has no interval)."""
     headers = [h for h in rows[0] if "_ci95_" not in h]
     table = _table(rows, headers)
     with_ci = False
@@ -548,6 +560,10 @@ def _ci_table_blocks(rows: list[dict]) -> list[Block]:
             if low is not None and high is not None:
                 cells[i] = f"{fmt(row[key], key)} ± {fmt((high - low) / 2, key)}"
                 with_ci = True
+            if readable and f"{key}_ci95_low" in row and row.get("seeds") not in (None, ""):
+                cells[i] += f" (n = {row['seeds']})"
+    if readable:
+        table.headers = [column_label(h) for h in headers]
     return [table, Text(CI_NOTE)] if with_ci else [table]
 
 
@@ -643,7 +659,7 @@ def _study_sections(study: StudyDir) -> list[Section]:
     sections = [Section("Summary", [Text(summary.strip())] if summary else [])]
     for name, title in STUDY_TABLES.items():
         rows = _read(study.table_csv(name), lambda name=name: study.read_table(name))
-        sections.append(Section(title, _ci_table_blocks(rows) if rows else []))
+        sections.append(Section(title, _ci_table_blocks(rows, readable=True) if rows else []))
     groups = study.variant_groups()
     return [*sections, _significance_section(study),
             _mean_curves_section(study, groups) if groups else Section("Learning curves"),

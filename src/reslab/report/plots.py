@@ -118,6 +118,7 @@ def plot_learning_curves(rows: list[dict], out: Path) -> Path:
             ax.set_xlabel("epoch")
             ax.set_ylabel(title.lower())
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _widen_single_epoch(ax)
             if drawn:
                 ax.legend()
             else:
@@ -354,8 +355,20 @@ def _label_epoch_axes(ax, key: str) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel(_LABELS.get(key, key))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _widen_single_epoch(ax)
     if not ax.lines:
         _empty(ax, "not logged")
+
+
+def _widen_single_epoch(ax) -> None:
+    """A run of one epoch is a marker at x = 1: give it half an epoch either side (matplotlib
+    would zoom to 0.945-1.05) and label it, so the plot reads as one epoch, not as a bug."""
+    xs = {float(x) for line in ax.lines for x in np.atleast_1d(line.get_xdata())}
+    if len(xs) == 1:
+        x = xs.pop()
+        ax.set_xlim(x - 0.5, x + 0.5)
+        ax.set_xticks([x])
+        ax.set_xlabel(f"epoch (one epoch: one point per {'curve' if len(ax.lines) > 1 else 'run'})")
 
 
 def _draw_mean(ax, runs: Sequence[Sequence[Mapping]], key: str, color, label: str) -> bool:
@@ -461,7 +474,9 @@ def plot_factor_curves(factor: str, series: Mapping[str, Sequence[tuple[str, flo
             ax.set_xticks(range(len(categories)), categories)
         ax.set_xlabel(factor)
         ax.set_ylabel(_LABELS.get(metric, metric))
-        if ax.lines and len(series) <= LEGEND_MAX:
+        if len(series) == 1:  # one line needs no legend: its name is the title
+            ax.set_title(next(iter(series)), fontsize=10)
+        elif ax.lines and len(series) <= LEGEND_MAX:
             ax.legend(fontsize=8)
     return Path(out)
 

@@ -13,6 +13,24 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
                  "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "---"}
 
 
+# Column headers a reader sees (report, .tex) for the raw keys the CSV files keep.
+COLUMN_LABELS = {
+    "test_acc": "test accuracy", "best_val_acc": "best val accuracy", "seeds": "seeds",
+    "test_images": "test images", "params": "parameters", "epochs": "epochs",
+    "seconds_per_epoch": "s / epoch", "device": "device", "isa": "CPU kernels",
+    "perturbation": "perturbation", "severity": "severity", "clean_acc": "clean accuracy",
+    "perturbed_acc": "perturbed accuracy", "drop": "drop", "mode": "mode",
+    "factor": "factor", "setting": "setting", "mean_value": "mean objective",
+    "trials": "trials", "variant": "variant",
+}
+
+
+def column_label(key: str) -> str:
+    """'seconds_per_epoch' -> 's / epoch'; an unlisted key (e.g. a config key such as
+    train.lr) is shown as written, underscores as spaces."""
+    return COLUMN_LABELS.get(key, key.replace("_", " "))
+
+
 def latex_escape(text: object) -> str:
     return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 

@@ -43,6 +43,7 @@ from .env import env_differences
 
 MARKER = ".reslab"
 ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
+ROBUSTNESS_MODES = ("display", "raw")
 # `reslab export` formats -> the file name ending under RUN/export/ (after the weights' name).
 # significance.csv: the metric, the pair, then stats.Comparison's fields (difference = a - b,
 # a being the better entry; p_holm: Holm-adjusted over every tested pair of the comparison).
@@ -278,25 +279,50 @@ class RunDir(Directory):
         with np.load(self.misclassified, allow_pickle=False) as data:
             return {k: data[k] for k in ("images", "true", "pred", "confidence")}
 
-    # Written by `robustness`.
+    # Written by `robustness`: one pair of files per mode (display: robustness.csv/.md, raw:
+    # robustness-raw.csv/.md), so running one mode never replaces the other's results.
     robustness_csv = property(lambda self: self.path / "robustness.csv")
     robustness_md = property(lambda self: self.path / "robustness.md")
 
-    def write_robustness(self, rows: list[dict], markdown: str) -> None:
-        write_csv(self.robustness_csv, list(ROBUSTNESS_COLUMNS),
-                  ([r.get(k, "") for k in ROBUSTNESS_COLUMNS] for r in rows))
-        atomic_write_text(self.robustness_md, markdown)
+    def robustness_files(self, mode: str) -> tuple[Path, Path]:
+        """(csv, md) of a mode: display or raw."""
+        stem = "robustness-raw" if mode == "raw" else "robustness"
+        return self.path / f"{stem}.csv", self.path / f"{stem}.md"
 
-    def read_robustness(self) -> list[dict]:
-        """Rows with typed values; `mode` is display/raw (files older than the column: '')."""
-        if not self.robustness_csv.is_file():
+    def robustness_modes(self) -> list[str]:
+        """The modes with results here, display first."""
+        return [m for m in ROBUSTNESS_MODES if self.read_robustness(m)]
+
+    def write_robustness(self, rows: list[dict], markdown: str) -> None:
+        csv, md = self.robustness_files(rows[0].get("mode") or "display")
+        write_csv(csv, list(ROBUSTNESS_COLUMNS),
+                  ([r.get(k, "") for k in ROBUSTNESS_COLUMNS] for r in rows))
+        atomic_write_text(md, markdown)
+
+    def read_robustness(self, mode: str | None = None) -> list[dict]:
+        """Rows with typed values; `mode` is display/raw (files older than the column: '').
+        Without a mode: the most recently written mode's rows (one mode, never mixed)."""
+        if mode is None:
+            written = [p for p in (self.robustness_files(m)[0] for m in ROBUSTNESS_MODES)
+                       if p.is_file()]
+            newest = max(written, key=lambda p: p.stat().st_mtime_ns, default=None)
+            return self._robustness_rows(newest) if newest else []
+        rows = self._robustness_rows(self.robustness_files(mode)[0])
+        if mode == "raw" and not rows:  # written before raw mode had its own file
+            return [r for r in self._robustness_rows(self.robustness_csv) if r["mode"] == "raw"]
+        return [r for r in rows if mode == "raw" or r["mode"] != "raw"]
+
+    @staticmethod
+    def _robustness_rows(csv: Path) -> list[dict]:
+        if not csv.is_file():
             return []
         return [{"perturbation": r["perturbation"], "severity": int(r["severity"] or 0),
                  "accuracy": float(r["accuracy"]), "drop": float(r["drop"]),
-                 "mode": r.get("mode") or ""} for r in read_csv(self.robustness_csv)]
+                 "mode": r.get("mode") or ""} for r in read_csv(csv)]
 
-    def read_robustness_md(self) -> str | None:
-        return self.robustness_md.read_text() if self.robustness_md.is_file() else None
+    def read_robustness_md(self, mode: str = "display") -> str | None:
+        md = self.robustness_files(mode)[1]
+        return md.read_text() if md.is_file() else None
 
     # Written by `export`.
     export = property(lambda self: self.path / "export")

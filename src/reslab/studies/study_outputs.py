@@ -16,7 +16,7 @@ from ..config import load_config
 from ..report import write_report
 from ..report.html import significance_sentence
 from ..report.plots import plot_factor_curves
-from ..report.tables import latex_table
+from ..report.tables import column_label, latex_table
 from ..runs.rundir import STUDY_TABLES, RunDir, StudyDir, safe_name
 from ..stats import Comparison
 from ..sweep.outputs import fmt_value
@@ -68,7 +68,7 @@ def save_table(target: StudyDir, name: str, header: list[str], rows: list[list[A
     shown_header = shown_header or header
     numeric = [bool(rows) and all(_is_number(r[header.index(h)]) or r[header.index(h)] is None
                                   for r in rows) for h in shown_header]
-    tex = latex_table([h.replace("_", " ") for h in shown_header], shown, STUDY_TABLES[name],
+    tex = latex_table([column_label(h) for h in shown_header], shown, STUDY_TABLES[name],
                       f"tab:{name}", numeric)
     target.write_table(name, header, [[_blank(v) for v in row] for row in rows], tex)
 
@@ -108,20 +108,44 @@ def write_hyperparameters(study: StudyPlan, target: StudyDir) -> None:
 
 # ----------------------------------------------------------------------------- Table II
 ACCURACY_COLUMNS = ["variant", "test_acc", "test_acc_ci95_low", "test_acc_ci95_high", "seeds",
-                    "params", "epochs", "seconds_per_epoch", "device", "isa"]
+                    "test_images", "params", "epochs", "seconds_per_epoch", "device", "isa"]
 
 
 def write_accuracy(target: StudyDir, trained: list[Trained], rows: dict[str, dict]) -> None:
-    """Test accuracy with its 95 % t-interval over the seeds, size, epochs run, seconds per
-    epoch and the machine those seconds were measured on (the runs' env.json)."""
+    """Test accuracy with its 95 % t-interval over the seeds (n: the seeds, and the test
+    images each seed was scored on), size, epochs run, seconds per epoch and the machine those
+    seconds were measured on (the runs' env.json)."""
     shown_header = [c for c in ACCURACY_COLUMNS if "_ci95_" not in c]
     values, shown = [], []
     for entry in trained:
+        runs = list(entry.runs.values())
         row = {**rows[entry.name], "variant": entry.name, "seeds": rows[entry.name]["runs"],
-               **hardware(list(entry.runs.values()))}
+               "test_images": test_images(runs), **hardware(runs)}
         values.append([row.get(c) for c in ACCURACY_COLUMNS])
-        shown.append([cell(row.get(c), c, row) for c in shown_header])
+        shown.append([mean_cell(row, c) for c in shown_header])
     save_table(target, "table2-accuracy", ACCURACY_COLUMNS, values, shown, shown_header)
+
+
+def mean_cell(row: dict, key: str) -> str:
+    """A table cell; a mean over the seeds shows its n, and one seed says "n = 1" instead of
+    an interval (the 95 % interval of one value does not exist)."""
+    text = cell(row.get(key), key, row)
+    if key not in MEAN_COLUMNS or row.get(key) is None:
+        return text
+    return f"{text} (n = {row.get('runs', 1)})"
+
+
+MEAN_COLUMNS = ("test_acc", "best_val_acc")
+
+
+def test_images(runs: list[RunDir]) -> int | str | None:
+    """How many images each run's final evaluation scored (eval_metrics.json's n); distinct
+    counts (runs on different splits) joined with '; '."""
+    counts = dict.fromkeys(m.get("n") for m in (run.read_eval_metrics() for run in runs) if m)
+    counts.pop(None, None)
+    if len(counts) > 1:
+        return "; ".join(str(c) for c in counts)
+    return next(iter(counts), None)
 
 
 def hardware(runs: list[RunDir]) -> dict[str, str]:
@@ -158,7 +182,7 @@ def write_robustness(study: StudyPlan, target: StudyDir, trained: list[Trained])
 def robustness_rows(entry: Trained, mode: str) -> list[list[Any]]:
     levels: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for run in entry.runs.values():
-        found = [r for r in run.read_robustness() if r["mode"] == mode]
+        found = run.read_robustness(mode)
         clean = next((r["accuracy"] for r in found if r["perturbation"] == "clean"), None)
         for r in found:
             if r["perturbation"] != "clean" and clean is not None:
@@ -176,7 +200,7 @@ def robustness_rows(entry: Trained, mode: str) -> list[list[Any]]:
 # ----------------------------------------------------------------------------- factors
 def write_factors(study: StudyPlan, target: StudyDir) -> None:
     """The mean objective per value of each swept factor, per variant: tables/factors.csv
-    and one figure per factor (a line per variant)."""
+    and one figure per factor that has two or more settings (a line per variant)."""
     swept = [v for v in study.variants if v.sweep and target.sweep(v.name).trials_csv.is_file()]
     if not swept:
         return
@@ -187,6 +211,9 @@ def write_factors(study: StudyPlan, target: StudyDir) -> None:
                rows)
     metric = swept[0].sweep.spec.objective.metric
     for key in swept[0].sweep.keys:
+        settings = {value for per_key in points.values() for value, _, _ in per_key.get(key, [])}
+        if len(settings) < 2:
+            continue  # one setting (e.g. a tiny scale's single batch size): no curve to draw
         series = {name: [(value, mean) for value, mean, _ in per_key.get(key, [])]
                   for name, per_key in points.items()}
         plot_factor_curves(key, series, metric, target.plot(f"factor-{safe_name(key)}"))
@@ -216,16 +243,24 @@ def summary_text(study: StudyPlan, rows: dict[str, dict],
     """One paragraph: what was run, the best variant, which differences are significant."""
     repeats = study.spec.confirm.repeats
     what = "best swept config" if study.spec.sweep else "config"
-    text = (f"Study {study.name} ({study.scale} scale): {len(study.variants)} variants "
-            f"({' x '.join(study.axes)}), each variant's {what} trained with {repeats} "
-            f"seed{'s' if repeats > 1 else ''} and evaluated on its test split.")
+    names = [v.name for v in study.variants]
+    ran = [n for n in names if n in rows]
+    text = (f"Study {study.name} ({study.scale} scale): {len(ran)} of {len(names)} variants "
+            f"({' x '.join(study.axes)}) finished{': ' + ', '.join(ran) if ran else ''}")
+    missing = [n for n in names if n not in rows]
+    text += f"; not run or unfinished: {', '.join(missing)}." if missing else "."
+    text += (f" Each variant's {what} is trained with {repeats} seed{'s' if repeats > 1 else ''}"
+             " and evaluated on its test split.")
     if not rows:
-        return text + " No variant has finished yet."
+        return text
     scored = {n: r for n, r in rows.items() if r.get("test_acc") is not None}
-    if scored:
+    if len(scored) == 1:
+        only = next(iter(scored))
+        text += f" Test accuracy of {only}: {mean_cell(scored[only], 'test_acc')}."
+    elif scored:
         best = max(scored, key=lambda n: scored[n]["test_acc"])
         text += (f" Highest mean test accuracy: {best} "
-                 f"({cell(scored[best]['test_acc'], 'test_acc', scored[best])}).")
+                 f"({mean_cell(scored[best], 'test_acc')}).")
     sentence = significance_sentence([r for _, r in results])
     if sentence:
         text += (" Significance (0.05, Holm-adjusted over all pairs): " + sentence +

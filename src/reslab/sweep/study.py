@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ReslabError
 from .spec import Sweep, point_key
+from .stale import fail_dead_local_workers
 from .storage import heartbeat_interval
 
 FINGERPRINT_ATTR = "reslab_sweep"
@@ -87,7 +88,9 @@ def claims(t: FrozenTrial) -> bool:
 
 
 def fail_stale(study: optuna.Study) -> None:
-    """Fail RUNNING trials whose worker stopped beating; the retry callback re-queues them."""
+    """Fail RUNNING trials whose worker stopped beating, and at once those whose worker was a
+    process of this host that is gone (stale.py); the retry callback re-queues them."""
+    fail_dead_local_workers(study)
     if heartbeat_interval(study._storage) is None:
         return
     with warnings.catch_warnings():

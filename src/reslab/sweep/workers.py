@@ -22,6 +22,7 @@ from ..errors import ReslabError
 from ..execute.local import exit_with_parent, spawn
 from ..runs.rundir import SweepDir
 from .spec import Sweep
+from .stale import WaitNotice
 from .storage import heartbeat_interval, is_storage_failure, make_storage, storage_errors
 from .study import fail_stale, has_running, open_study, pop_waiting
 from .trial import TrialRunner
@@ -69,6 +70,7 @@ def work(study: optuna.Study, runner: TrialRunner) -> int:
     """
     interval = heartbeat_interval(study._storage)
     runner.warm_up()
+    notice = WaitNotice(grace_period(study._storage))
     ran = 0
     while True:
         fail_stale(study)
@@ -76,10 +78,22 @@ def work(study: optuna.Study, runner: TrialRunner) -> int:
         if trial is None:
             if interval is None or not has_running(study):
                 return ran
+            notice(study)  # one line every 30 s: what this worker waits for, until when
             time.sleep(min(POLL_S, interval))
             continue
+        notice.reset()
         run_one(study, trial, runner, interval)
         ran += 1
+
+
+def grace_period(storage) -> float | None:
+    """Seconds without a heartbeat after which a RUNNING trial is failed (Optuna's default:
+    twice the interval); None without a heartbeat."""
+    interval = heartbeat_interval(storage)
+    if interval is None:
+        return None
+    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None)
+    return float(grace or 2 * interval)
 
 
 def run_one(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner,
