@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import ReslabError
 from ._parsers import add_executor_flags, command_parser, exec_options
+
+DIVERGED_EXIT = 3  # a run that diverged is a result, not bad input (2) nor a crash (1)
 
 DESCRIPTION = """\
 Train a model from a YAML config into a run directory. Every key can be overridden with
@@ -43,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         raise ReslabError("expected a CONFIG file or --resume RUN_DIR")
     if args.config and args.resume:
         raise ReslabError("give either CONFIG or --resume RUN_DIR, not both")
-    train(args.config, out=args.out, resume=args.resume, overrides=args.overrides,
-          quiet=args.quiet, repeats=args.repeats, folds=args.folds, options=exec_options(args))
+    result = train(args.config, out=args.out, resume=args.resume, overrides=args.overrides,
+                   quiet=args.quiet, repeats=args.repeats, folds=args.folds,
+                   options=exec_options(args))
+    if result.get("stop_reason") == "diverged":  # one run (a fan-out returns its summary)
+        print(f"reslab train: diverged: {result.get('stop_detail', '')} (stop_reason: diverged "
+              "in result.json)", file=sys.stderr)
+        return DIVERGED_EXIT
     return 0

@@ -151,13 +151,17 @@ def run_training(config=None, out: str | Path | None = None, resume: str | Path 
     """`train`, also returning the run directory it trained into. The run's claim
     (runs/claim.py: one writer per run directory) is taken here and held to the end, unless
     the caller (the run executor) already holds it and passes it in."""
-    dist = Dist.from_env()
+    dist, started = Dist.from_env(), time.perf_counter()
     try:
         with ExitStack() as held:
             t, state, ckpt = build_trainer(config, out, resume, overrides, dist, quiet, claim,
                                            on_epoch, held)
             with deterministic_algorithms(t.cfg.train.deterministic):
-                return t.run, fit(t, state, ckpt)
+                result = fit(t, state, ckpt)
+            t.log(f"Time: training {describe(result['seconds_total'])} of "
+                  f"{describe(time.perf_counter() - started)} in all (reading the data, "
+                  "building the model and the final evaluation are outside train.time_budget)")
+            return t.run, result
     finally:
         dist.close()
 
@@ -332,10 +336,25 @@ def start_phase(t: Trainer, st: TrainState, p: int, resume: dict | None, timing:
         if lookahead is not None and resume.get("lookahead"):
             lookahead.load_state_dict(resume["lookahead"])
     st.schedule_steps = total()
+    log_phase_start(t, p, lr, phase.augment or t.cfg.data.augment)
     if budget is not None:  # progressive resizing follows the budget's plan
         loader.epochs = max(1, round(budget.total_steps / steps_per_epoch))
         loader.first_epoch = st.epoch + 1
     return Phase(p, loader, opt, sched, per_step, early, lookahead, budget)
+
+
+def log_phase_start(t: Trainer, p: int, lr: float, augment: str) -> None:
+    """One line per phase of a phased run, and one when a frozen backbone starts."""
+    cfg, phase = t.cfg.train, t.phases[p]
+    first, last = t.phase_end(p) - phase.epochs + 1, t.phase_end(p)
+    frozen = [e for e in range(first, last + 1) if e <= cfg.freeze_backbone_epochs]
+    if len(t.phases) > 1:
+        t.log(f"Phase {p + 1} of {len(t.phases)}: epochs {first}-{last}, lr {lr:g}, "
+              f"{phase.optimizer or cfg.optimizer}, augment {augment}"
+              + (f", backbone frozen in epochs {frozen[0]}-{frozen[-1]}" if frozen else ""))
+    elif frozen:
+        t.log(f"Backbone frozen in epochs {frozen[0]}-{frozen[-1]} (the head trains alone), "
+              f"then trained at lr x {cfg.backbone_lr_scale:g}")
 
 
 def warn_if_schedule_ended(t: Trainer, st: TrainState, planned: int) -> None:
