@@ -198,7 +198,7 @@ def parse_spec(raw: Any, source: str) -> SweepSpec:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate SWEEP.yaml, its base config and every space key; or raise ReslabError."""
     path = Path(path)
-    return sweep_from_mapping(read_yaml(path), path)
+    return sweep_from_mapping(read_yaml(path, "base, space, sampler, ..."), path)
 
 
 def sweep_from_mapping(raw: Any, path: Path) -> Sweep:
