@@ -126,6 +126,9 @@ class DataConfig(Section):
     normalize: Literal["dataset", "imagenet", "none"] = "dataset"
     cache_dir: str | None = None
     skip_bad: bool = False
+    # Float (EXR, float TIFF) pixels that are NaN, inf or beyond float16's +-65504: `error`
+    # names the file; `clamp` sets NaN to 0 and clamps the rest to +-65504.
+    nonfinite: Literal["error", "clamp"] = "error"
     workers: int | None = Field(None, ge=1, le=64)
     # Images over this many pixels (width x height) are refused from their header, before
     # decoding (decompression bombs). = reslab.data.imageio.DEFAULT_MAX_PIXELS (a test checks).

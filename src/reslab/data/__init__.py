@@ -53,7 +53,7 @@ class DataBundle:
 
 
 def preprocess_of(cfg: DataConfig) -> Preprocess:
-    return Preprocess(cfg.resize, cfg.center_crop, cfg.image_size)
+    return Preprocess(cfg.resize, cfg.center_crop, cfg.image_size, cfg.nonfinite)
 
 
 def decode_listing(listing: Listing, cfg: DataConfig, progress: bool = True) -> tuple:
