@@ -1,6 +1,7 @@
 """Data path: config -> decoded tensors split into train/val/test, plus normalisation stats."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,7 +111,24 @@ def fold_splits(labels: np.ndarray, split: np.ndarray | None, cfg: DataConfig) -
                                cfg.split_seed)
     out = np.full(len(labels), 2, np.int8)
     out[pool] = np.where(fold_of == cfg.fold, 1, np.where(fold_of < 0, 2, 0))
+    check_fold(labels, out, cfg)
     return out
+
+
+def check_fold(labels: np.ndarray, split: np.ndarray, cfg: DataConfig) -> None:
+    """A fold with no validation image is an error (its accuracy would be averaged as if it
+    existed); one lacking classes is a one-line warning (its accuracy covers the others)."""
+    val = labels[split == 1]
+    if len(val) == 0:
+        raise ReslabError(f"data.folds = {cfg.folds}: fold {cfg.fold} has no validation "
+                          f"images (only {int((split != 2).sum())} non-test images); use "
+                          "fewer folds")
+    missing = np.setdiff1d(np.unique(labels[split != 2]), np.unique(val))
+    if len(missing):
+        print(f"warning: data.folds = {cfg.folds}: fold {cfg.fold}'s validation split lacks "
+              f"{len(missing)} of {len(np.unique(labels))} classes (it has {len(val)} images); "
+              "its accuracy covers the other classes only (use fewer folds or more images "
+              "per class)", file=sys.stderr)
 
 
 def channel_stats(images: torch.Tensor, scale: float) -> tuple[list[float], list[float]]:

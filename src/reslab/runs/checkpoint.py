@@ -19,7 +19,6 @@ from ..errors import ReslabError
 from ..models.classifier import unwrap
 from ..utils import atomic_write_bytes
 
-
 DIGEST_KEY = "sha256"
 
 
