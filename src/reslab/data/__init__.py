@@ -50,7 +50,10 @@ class DataBundle:
         return self.train.images.shape[-1]
 
     def norm(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "scale": self.scale, "fmt": self.fmt}
+        """What a checkpoint needs to feed the model as training did: the normalisation, the
+        pixel format and the (H, W) the model was trained and evaluated at."""
+        return {"mean": self.mean, "std": self.std, "scale": self.scale, "fmt": self.fmt,
+                "size": list(self.train.images.shape[-2:])}
 
 
 def preprocess_of(cfg: DataConfig) -> Preprocess:

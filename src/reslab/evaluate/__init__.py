@@ -2,12 +2,14 @@
 loose images. Channels follow the model: grey and RGB images are converted to what it saw."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data import ImageSet, decode_listing, load_data
+from ..data.cache import resample
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
 from ..errors import ReslabError
@@ -29,13 +31,42 @@ def labeled_tree(lr: LoadedRun, root: Path) -> ImageSet:
     return decode_set(lr, Listing(lr.classes, labels, files=files, root=root))
 
 
-def decode_set(lr: LoadedRun, listing: Listing) -> ImageSet:
+def decode_set(lr: LoadedRun, listing: Listing, convert: bool = False) -> ImageSet:
+    """The listing's images as the model takes them. Channels (grey <-> RGB) are converted;
+    a size other than the training one is an error, or with `convert` (predict) resized to
+    it with one warning line."""
     images, labels, _, paths, sources = decode_listing(listing, lr.cfg.data)
     if (images.dtype == np.uint8) != (lr.norm["scale"] == 255.0):
         raise ReslabError(f"{listing.root}: images are {images.dtype} but the model was trained "
                           f"on {'8-bit' if lr.norm['scale'] == 255.0 else 'HDR'} data")
+    images = match_size(lr, np.asarray(images), str(listing.root), convert)
+    if convert and images.shape[1] != lr.in_chans:
+        how = "grey repeated to RGB" if lr.in_chans == 3 else "RGB to grey by luma"
+        warn(f"{listing.root}: images have {images.shape[1]} channel(s), the model takes "
+             f"{lr.in_chans}: converted ({how})")
     images = match_channels(torch.from_numpy(np.array(images)), lr.in_chans, str(listing.root))
     return ImageSet(images, torch.from_numpy(labels), paths, sources)
+
+
+def match_size(lr: LoadedRun, images: np.ndarray, source: str, convert: bool) -> np.ndarray:
+    """Images at the (H, W) the checkpoint was trained at (`norm.size`; checkpoints from
+    before it was stored are not checked)."""
+    size = lr.norm.get("size")
+    have = list(images.shape[-2:])
+    if size is None or have == list(size):
+        return images
+    shown = f"{have[0]}x{have[1]}, the model was trained at {size[0]}x{size[1]}"
+    if not convert:
+        raise ReslabError(f"{source}: images are {shown}; its accuracy would not be the "
+                          "model's (set data.image_size / data.center_crop in the run's "
+                          "config, or evaluate images of the training size)")
+    warn(f"{source}: images are {shown}: resized to {size[0]}x{size[1]} (antialiased "
+         "bilinear) for prediction")
+    return resample(images, int(size[0]), int(size[1]))
+
+
+def warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
 
 
 def run_split(lr: LoadedRun, split: str | None) -> tuple[ImageSet, str]:
@@ -44,6 +75,7 @@ def run_split(lr: LoadedRun, split: str | None) -> tuple[ImageSet, str]:
     chosen = getattr(data, split)
     if chosen is None:
         raise ReslabError(f"--split {split}: this run's data has no {split} split")
+    match_size(lr, chosen.images, f"{lr.run.path}: its {split} split", convert=False)
     return chosen, split
 
 
@@ -93,8 +125,36 @@ def predict_paths(path: str | Path, images: str | Path) -> list[dict]:
     lr = load_run(path)
     files = image_files(Path(images))
     listing = Listing(lr.classes, np.zeros(len(files), np.int64), files=files, root=Path(images))
-    data = decode_set(lr, listing)
+    data = decode_set(lr, listing, convert=True)
     logits, _ = lr.predict(lr.loader(data), tta=lr.cfg.train.tta)
     conf, pred = logits.softmax(1).max(1)
     return [{"path": p, "label": lr.classes[i], "confidence": float(c)}
             for p, i, c in zip(data.paths, pred.tolist(), conf.tolist())]
+
+
+PREDICTIONS_HEADER = "path,label,confidence"
+
+
+def check_predictions_out(out: str | Path, run_dir: str | Path, images: str | Path) -> None:
+    """`predict --out` may write a new file, or replace an earlier predictions CSV; never a
+    run's file, an input image, or any other existing file."""
+    out, run_path, inputs = Path(out).resolve(), Path(run_dir).resolve(), Path(images).resolve()
+    if out.is_dir():
+        return  # the write itself reports a folder given as the file, in one line
+    if out.is_relative_to(run_path) and out.exists():
+        raise ReslabError(f"--out {out}: a file of the run {run_path}; predictions never "
+                          "replace a run's files (choose another file)")
+    if out == inputs or (inputs.is_dir() and out.is_relative_to(inputs)
+                         and out.suffix.lower() in image_extensions()):
+        raise ReslabError(f"--out {out}: one of the input images; choose another file")
+    if out.exists() and not _is_predictions_csv(out):
+        raise ReslabError(f"--out {out} exists and is not a predictions CSV (first line "
+                          f"{PREDICTIONS_HEADER}); not replacing it (choose another file)")
+
+
+def _is_predictions_csv(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip() == PREDICTIONS_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
