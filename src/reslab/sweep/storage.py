@@ -46,6 +46,22 @@ def default_url(sweep_dir: Path) -> str:
     return f"sqlite:///{SweepDir(sweep_dir).study_db.resolve()}"
 
 
+def refuse_emptied_study_db(sweep_dir: SweepDir, url: str) -> None:
+    """A zero-byte study.db beside trial directories is a lost database (a failed copy, a full
+    disk), not a new sweep: SQLite would open it as empty, trial numbers would restart at 0
+    and the finished trials' directories would be replaced as stale. Refused, nothing
+    changed."""
+    db = sweep_dir.study_db
+    if url != default_url(sweep_dir.path) or not db.is_file() or db.stat().st_size > 0:
+        return
+    trials = [p for p in sweep_dir.path.glob("trials/*") if p.is_dir()]
+    if trials:
+        raise ReslabError(f"{db} is empty (0 bytes) but {sweep_dir.path / 'trials'} holds "
+                          f"{len(trials)} trial directories: the study database was lost; "
+                          "restore it from a backup, or sweep into a new --out DIR (nothing "
+                          "was changed)")
+
+
 def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
     """`heartbeat=None` (the progress monitor) opens the storage without one."""
     if url.startswith("journal:"):
