@@ -1,7 +1,9 @@
 """Decode every image once into an (N,C,H,W) array on disk, memory-mapped on reuse.
 
-The cache key covers the file list, each file's size and mtime, and the preprocessing, so an
-edited dataset or a new crop size decodes again and nothing stale is ever read. 8-bit images
+The cache key covers the file list, each file's size, mtime, ctime and inode, and the
+preprocessing, so an edited dataset (a same-size file replaced with its old mtime included)
+or a new crop size decodes again and nothing stale is ever read. A cache folder that cannot
+be written is one warning line: the images decoded in memory are used. 8-bit images
 are stored as uint8; 16-bit and float (HDR) images as float16 in [0,1] / as stored. As float16
 cannot tell 16-bit from float files apart, meta.json records the files' own sample types
 (`sources`: uint8, uint16, float16, float32), the units `robustness --raw` adds its amounts in.
@@ -146,10 +148,13 @@ def cache_key(files: list[Path], prep: Preprocess, skip_bad: bool,
     for f in files:
         try:
             st = f.stat()
-            size, mtime = st.st_size, st.st_mtime_ns
+            # ctime and inode too: a same-size image replaced with its old mtime kept (cp -p,
+            # rsync -t, mv) still gets a new ctime or inode, so it is decoded again instead of
+            # the cache serving its old pixels; neither needs reading the file.
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
         except OSError:  # e.g. a broken link: decoding reports it by name
-            size, mtime = -1, -1
-        h.update(f"{f}\0{size}\0{mtime}\n".encode())
+            stamp = "-1"
+        h.update(f"{f}\0{stamp}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -319,9 +324,11 @@ def write_entry(entry: Path, images: np.ndarray,
                 "verified": _signature(data_path.stat())}
         atomic_write_text(meta_path, json.dumps(meta))
         fsync_dir(entry)
-    except OSError as err:
-        raise ReslabError(f"data.cache_dir: cannot write the decoded-image cache {entry} "
-                          f"({err.strerror or err})") from None
+    except OSError as err:  # read-only, full or a file in the way: the images are decoded
+        print(f"warning: data.cache_dir: cannot write the decoded-image cache {entry} "
+              f"({(err.strerror or str(err)).lower()}); using the images decoded in memory "
+              "(decoded again next time)", file=sys.stderr)
+        return images, info["kept"], info["sources"]
     mapped = np.memmap(data_path, dtype=images.dtype, mode="r", offset=offset,
                        shape=images.shape)
     return mapped, info["kept"], info["sources"]
