@@ -169,3 +169,18 @@ def test_split_keys_on_a_started_run_are_refused(run, cli):
     assert code == 2 and err.count("\n") == 1
     assert f"--set data.val_fraction: {run} has started" in err
     assert snapshot(run) == before
+
+
+def test_os_errors_name_the_file_never_the_temp_file(tmp_path, monkeypatch):
+    import tempfile
+
+    from reslab.cli import os_error_line
+    from reslab.utils import atomic_write_text
+
+    def read_only_folder(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".x.json.abc123.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only_folder)
+    with pytest.raises(PermissionError) as err:
+        atomic_write_text(tmp_path / "x.json", "{}")
+    assert os_error_line(err.value) == f"permission denied: {tmp_path / 'x.json'}"
