@@ -103,3 +103,25 @@ def test_predict_out_replaces_only_an_earlier_predictions_csv(run, cli, tmp_path
     out = tmp_path / "p.csv"
     assert cli("predict", run, images, "--out", out)[0] == 0
     assert cli("predict", run, images, "--out", out)[0] == 0  # its own earlier output: replaced
+
+
+def test_eval_refuses_a_data_folder_that_now_splits_differently(tmp_path, cli, make_tree):
+    root = make_tree(classes=("a", "b"), per_class=10, size=8)
+    cfg = {"data": {"source": "folder", "root": str(root), "val_fraction": 0.2,
+                    "test_fraction": 0.2, "augment": "none", "cache_dir": str(tmp_path / "c")},
+           "model": {"arch": "resnet20", "width": 4},
+           "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False,
+                     "tensorboard": False, "report": False}}
+    run = tmp_path / "run"
+    train(cfg, out=run, quiet=True)
+    assert torch.load(run / "best.pt", weights_only=True)["norm"]["split"]["n"] == [12, 4, 4]
+    assert cli("eval", run)[0] == 0  # the same tree: the same split
+    shutil.copy(root / "a" / "0.png", root / "a" / "10.png")  # one image added
+    before = snapshot(run)
+    code, _, err = cli("eval", run)
+    assert code == 2 and err == (
+        f"reslab eval: error: {run}: the data no longer splits as it did in training (train/"
+        "val/test 13/4/4 now, 12/4/4 then: images were added, removed, renamed or relabelled "
+        "under data.root, or a data.* key changed); its test split would not be the one the "
+        "run was scored on\n")
+    assert snapshot(run) == before

@@ -1,8 +1,10 @@
 """Data path: config -> decoded tensors split into train/val/test, plus normalisation stats."""
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ class DataBundle:
     scale: float                            # 255 for uint8 caches, 1 for float16
     fmt: str                                # srgb | linear | log
     bad_files: list[str] = field(default_factory=list)
+    split_record: dict | None = None        # split_record(): which image is in which split
 
     @property
     def in_chans(self) -> int:
@@ -53,7 +56,7 @@ class DataBundle:
         """What a checkpoint needs to feed the model as training did: the normalisation, the
         pixel format and the (H, W) the model was trained and evaluated at."""
         return {"mean": self.mean, "std": self.std, "scale": self.scale, "fmt": self.fmt,
-                "size": list(self.train.images.shape[-2:])}
+                "size": list(self.train.images.shape[-2:]), "split": self.split_record}
 
 
 def preprocess_of(cfg: DataConfig) -> Preprocess:
@@ -194,4 +197,37 @@ def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:
     else:
         mean, std = [0.0] * images.shape[1], [1.0] * images.shape[1]
     return DataBundle(sets["train"], sets["val"], sets["test"], listing.classes, mean, std,
-                      scale, detect_format(cfg, images, paths))
+                      scale, detect_format(cfg, images, paths),
+                      split_record=split_record(labels, split, paths, listing.root))
+
+
+def split_record(labels: np.ndarray, split: np.ndarray, paths: list[str] | None,
+                 root: Path | None) -> dict:
+    """{n: [train, val, test], sha256}: a digest of every image's (file relative to data.root,
+    or index for a bundled array source; label; split), stored in the run's checkpoints so
+    eval and resume can tell the split they would use from the one the run trained on."""
+    h = hashlib.sha256()
+    for i, (label, part) in enumerate(zip(labels.tolist(), split.tolist())):
+        name = relative_name(paths[i], root) if paths else str(i)
+        h.update(f"{name}\t{label}\t{part}\n".encode())
+    return {"n": [int((split == i).sum()) for i in range(3)], "sha256": h.hexdigest()}
+
+
+def relative_name(path: str, root: Path | None) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix() if root else path
+    except ValueError:
+        return path
+
+
+def check_split(stored: dict | None, data: DataBundle, where: str) -> None:
+    """One line when the data now splits differently from `stored` (a checkpoint's
+    norm.split; older checkpoints have none and are not checked)."""
+    now = data.split_record
+    if stored is None or now is None or stored.get("sha256") == now["sha256"]:
+        return
+    counts = lambda n: "/".join(str(k) for k in n)  # noqa: E731
+    raise ReslabError(f"{where}: the data no longer splits as it did in training (train/val/"
+                      f"test {counts(now['n'])} now, {counts(stored['n'])} then: images were "
+                      "added, removed, renamed or relabelled under data.root, or a data.* key "
+                      "changed); its test split would not be the one the run was scored on")

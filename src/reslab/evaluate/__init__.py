@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import ImageSet, decode_listing, load_data
+from ..data import ImageSet, check_split, decode_listing, load_data
 from ..data.cache import resample
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
@@ -71,6 +71,7 @@ def warn(line: str) -> None:
 
 def run_split(lr: LoadedRun, split: str | None) -> tuple[ImageSet, str]:
     data = load_data(lr.cfg.data)
+    check_split(lr.norm.get("split"), data, str(lr.run.path))
     split = split or ("test" if data.test is not None else "val")
     chosen = getattr(data, split)
     if chosen is None:
