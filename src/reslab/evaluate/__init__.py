@@ -40,12 +40,19 @@ def decode_set(lr: LoadedRun, listing: Listing, convert: bool = False) -> ImageS
         raise ReslabError(f"{listing.root}: images are {images.dtype} but the model was trained "
                           f"on {'8-bit' if lr.norm['scale'] == 255.0 else 'HDR'} data")
     images = match_size(lr, np.asarray(images), str(listing.root), convert)
-    if convert and images.shape[1] != lr.in_chans:
+    if convert and images.shape[1] != lr.in_chans and not grey_as_rgb(images, lr.in_chans):
         how = "grey repeated to RGB" if lr.in_chans == 3 else "RGB to grey by luma"
         warn(f"{listing.root}: images have {images.shape[1]} channel(s), the model takes "
              f"{lr.in_chans}: converted ({how})")
     images = match_channels(torch.from_numpy(np.array(images)), lr.in_chans, str(listing.root))
     return ImageSet(images, torch.from_numpy(labels), paths, sources)
+
+
+def grey_as_rgb(images: np.ndarray, channels: int) -> bool:
+    """Grey images decoded as RGB (three equal channels) for a grey model: nothing is lost in
+    the conversion, so it needs no warning."""
+    return (channels == 1 and images.shape[1] == 3 and np.array_equal(images[:, 0], images[:, 1])
+            and np.array_equal(images[:, 1], images[:, 2]))
 
 
 def match_size(lr: LoadedRun, images: np.ndarray, source: str, convert: bool) -> np.ndarray:
@@ -141,7 +148,7 @@ def check_predictions_out(out: str | Path, run_dir: str | Path, images: str | Pa
     run's file, an input image, or any other existing file."""
     out, run_path, inputs = Path(out).resolve(), Path(run_dir).resolve(), Path(images).resolve()
     if out.is_dir():
-        return  # the write itself reports a folder given as the file, in one line
+        raise ReslabError(f"--out {out} is a folder; expected the name of the CSV file to write")
     if out.is_relative_to(run_path) and out.exists():
         raise ReslabError(f"--out {out}: a file of the run {run_path}; predictions never "
                           "replace a run's files (choose another file)")
