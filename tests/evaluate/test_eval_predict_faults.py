@@ -37,8 +37,11 @@ def image_tree(root: Path, size: int, mode: str = "L", classes=("0", "1")) -> Pa
     for name in classes:
         (root / name).mkdir(parents=True)
         for i in range(3):
-            shape = (size, size) if mode == "L" else (size, size, 3)
-            Image.fromarray(np.full(shape, 40 * i + 5, np.uint8)).save(root / name / f"{i}.png")
+            value = 40 * i + 5
+            pixels = (np.full((size, size), value, np.uint8) if mode == "L" else  # colour:
+                      np.dstack([np.full((size, size), value + c * 30, np.uint8)
+                                 for c in range(3)]))
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
     return root
 
 
