@@ -122,3 +122,17 @@ def test_a_class_name_with_a_newline_stays_on_one_line(tmp_path, cli):
     code, _, err = cli("train", folder_config(tmp_path, root), "--out", tmp_path / "run")
     assert code == 2 and err.count("\n") == 1
     assert "bad\\nname" in err and "is uint16" in err
+
+
+def test_one_class_in_a_train_val_layout_is_one_line_before_training(tmp_path, cli):
+    root = tmp_path / "layout"
+    for split in ("train", "val"):
+        (root / split / "only").mkdir(parents=True)
+        for i in range(3):
+            write_image(root / split / "only" / f"{i}.png", np.full((8, 8, 3), 9 * i, np.uint8))
+    config = folder_config(tmp_path, root)
+    code, out, err = cli("train", config, "--out", tmp_path / "run")
+    assert code == 2 and "Epoch" not in out
+    assert err == (f"reslab train: error: data.root: {root / 'train'} has 1 class folder; "
+                   "expected at least 2\n")
+    assert not (tmp_path / "run").exists()
