@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ReslabError
+from .errors import ReslabError, short_repr
 
 # `data.augment` is a base preset, a policy, or BASE+POLICY (e.g. crop-flip+trivialaugment):
 # the base's crop/flip/colour steps run first, then the policy's per-image ops.
@@ -34,6 +34,13 @@ AUGMENT_POLICIES = ("trivialaugment", "randaugment")
 AUGMENT_PRESETS = AUGMENT_BASES + AUGMENT_POLICIES
 # `machine:` classes (detected in runs/machine.py from the facts `train.amp: auto` uses).
 MACHINE_CLASSES = ("cpu-fp32", "cpu-bf16", "cuda")
+
+
+def number_kinds(annotation: Any) -> set[type]:
+    """The plain types among `annotation` (a union's members) when it is a number type:
+    {int, NoneType} for `int | None`; empty for anything else."""
+    args = set(getattr(annotation, "__args__", ()) or (annotation,))
+    return args & {int, float, bool, type(None)} if args & {int, float} else set()
 
 
 def split_augment(name: str) -> tuple[str, str | None]:
@@ -49,7 +56,20 @@ def split_augment(name: str) -> tuple[str, str | None]:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `train.lr=.nan` is "not a finite number", not "should be <= 100".
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # YAML reads yes/no/on/off/true/false as booleans, and pydantic would take True as 1:
+        # `--set train.epochs=yes` must be refused, not train one epoch.
+        if isinstance(v, bool) and info.field_name in cls.model_fields:
+            kinds = number_kinds(cls.model_fields[info.field_name].annotation)
+            if kinds and bool not in kinds:
+                raise ValueError("expected a number, not a boolean (YAML reads yes/no/on/off "
+                                 "as true/false)")
+        return v
 
 
 class JitterConfig(Section):
@@ -109,6 +129,9 @@ class DataConfig(Section):
     normalize: Literal["dataset", "imagenet", "none"] = "dataset"
     cache_dir: str | None = None
     skip_bad: bool = False
+    # Float (EXR, float TIFF) pixels that are NaN, inf or beyond float16's +-65504: `error`
+    # names the file; `clamp` sets NaN to 0 and clamps the rest to +-65504.
+    nonfinite: Literal["error", "clamp"] = "error"
     workers: int | None = Field(None, ge=1, le=64)
     # Images over this many pixels (width x height) are refused from their header, before
     # decoding (decompression bombs). = reslab.data.imageio.DEFAULT_MAX_PIXELS (a test checks).
@@ -427,7 +450,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     if first["type"] == "missing":
         return f"{source}: {key}: required key missing"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    shown = "" if isinstance(value, dict) else f" = {short_repr(value)}"
     where = f"{key}{shown}: " if key else ""
     return f"{source}: {where}{msg}"
 
@@ -501,24 +524,97 @@ def set_key(raw: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def read_yaml(path: str | Path) -> dict:
+# A config, sweep or study file expands to a few hundred YAML nodes; aliases that expand past
+# this many (a "billion laughs" file: 9 levels of 9 aliases = 387 million) are refused before
+# anything walks the expanded tree (validation, repr in an error message).
+MAX_YAML_NODES = 100_000
+CONFIG_SECTIONS = "sections data, model, train"
+
+
+def read_yaml(path: str | Path, expected: str = CONFIG_SECTIONS, allow_empty: bool = True) -> dict:
+    """The mapping in a YAML file, or one line naming the file: missing, not UTF-8, invalid
+    YAML, aliases expanding past MAX_YAML_NODES, not a mapping (of `expected`), or empty
+    when not `allow_empty` (a run's own config.yaml is never empty: never read as defaults)."""
     path = Path(path)
     if not path.is_file():
         raise ReslabError(f"config file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ReslabError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ReslabError(f"{path}: not UTF-8 text (byte {err.start}: "
+                          f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+    raw = parse_yaml_text(text, str(path))
+    if raw is None and not allow_empty:
+        raise ReslabError(f"{path}: empty; expected a mapping with {expected}")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ReslabError(f"{path}: expected a mapping with sections data, model, train")
+        raise ReslabError(f"{path}: expected a mapping with {expected}, got "
+                          f"{yaml_kind(raw)}")
     return raw
 
 
+def yaml_kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean"}.get(type(value), type(value).__name__)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """yaml.safe_load, refusing alias expansion past MAX_YAML_NODES and self-referencing
+    aliases, and turning a syntax error into one line naming `source` and the line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = expanded_nodes(node, {}, set())
+        except ValueError as err:
+            raise ReslabError(f"{source}: {err}") from None
+        if size > MAX_YAML_NODES:
+            raise ReslabError(f"{source}: its aliases (*name) expand to over {MAX_YAML_NODES:,} "
+                              "values; refused (a YAML alias bomb?)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or first_line_of(err)
+        raise ReslabError(f"{source}:{where} invalid YAML ({problem})") from None
+    except RecursionError:
+        raise ReslabError(f"{source}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
+
+
+def first_line_of(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def expanded_nodes(node: yaml.Node, memo: dict[int, int], open_nodes: set[int]) -> int:
+    """How many nodes `node` is once every alias is expanded (shared nodes counted once per
+    use, each computed once)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_nodes:
+        raise ValueError("a YAML alias refers to itself (a recursive structure); refused")
+    open_nodes.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(expanded_nodes(child, memo, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(expanded_nodes(k, memo, open_nodes) + expanded_nodes(v, memo, open_nodes)
+                       for k, v in node.value)
+    else:
+        size = 1
+    open_nodes.discard(key)
+    memo[key] = min(size, MAX_YAML_NODES + 1)
+    return memo[key]
+
+
 def load_config(source: str | Path | dict | Config | None = None,
-                overrides: list[str] | None = None) -> Config:
-    """A path, a mapping, a Config or None (all defaults), plus overrides -> validated Config."""
+                overrides: list[str] | None = None, allow_empty: bool = True) -> Config:
+    """A path, a mapping, a Config or None (all defaults), plus overrides -> validated Config.
+    `allow_empty=False`: an empty file is an error, not all defaults (a run's config.yaml)."""
     if isinstance(source, Config):
         raw, name = source.to_dict(), "config"
     elif isinstance(source, dict):
@@ -526,7 +622,7 @@ def load_config(source: str | Path | dict | Config | None = None,
     elif source is None:
         raw, name = {}, "config"
     else:
-        raw, name = read_yaml(source), str(source)
+        raw, name = read_yaml(source, allow_empty=allow_empty), str(source)
     cfg = validate(apply_overrides(raw, overrides), name)
     if isinstance(source, (str, Path)):
         cfg.model.arch = ModelConfig.resolve_arch(cfg.model.arch, Path(source).resolve().parent)

@@ -28,13 +28,37 @@ MCNEMAR_EXACT_BELOW = 25
 SUMMARY_COLUMNS = ("metric", "mean", "std", "ci95_low", "ci95_high", "n", "values")
 
 
+# Metrics that live in [0, 1] (accuracies, top-5, precision/recall/F1, ECE), by how their
+# names end: their intervals are clipped to [0, 1] (see summarize).
+UNIT_INTERVAL_SUFFIXES = ("acc", "accuracy", "top5", "f1", "precision", "recall", "ece")
+UNIT_INTERVAL_MARKERS = ("_acc_", "acc_best_model", "_acc_ema")
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """(0, 1) for a metric in the unit interval (val_acc, test_acc, best_val_acc_ema,
+    macro_f1, top5, ece, ...), (0, inf) for losses and NLL, None for the rest (seconds,
+    parameters)."""
+    key = name.lower()
+    if key.endswith(UNIT_INTERVAL_SUFFIXES) or any(m in key for m in UNIT_INTERVAL_MARKERS):
+        return 0.0, 1.0
+    if key.endswith(("loss", "nll")):
+        return 0.0, math.inf
+    return None
+
+
 # --------------------------------------------------------------------------- summaries
-def summarize(values: Iterable[float]) -> dict:
+def summarize(values: Iterable[float], bounds: tuple[float, float] | None = None) -> dict:
     """Mean, sample std (ddof=1) and 95 % Student-t interval of the mean over seed runs.
 
     -> {mean, std, ci95_low, ci95_high, n, values}. With one value the std is 0.0 and the CI
     is None/None: an interval needs at least two runs, and the value itself would claim a
     certainty one run cannot give. Identical values give a zero-width CI at the mean.
+
+    `bounds` (e.g. (0, 1) for an accuracy, see metric_bounds): the t-interval is clipped to
+    them. The t-interval of a mean over a few seeds can reach past a metric's range (two
+    folds at 0.0 and 0.1: 0.05 +- 0.64); the clipped interval is the t-interval's part that
+    the metric can take. It stays a t-interval (wide with few runs), not a binomial one: the
+    spread is between runs, which a per-image Wilson interval would not measure.
     """
     data = np.asarray([float(v) for v in values], dtype=np.float64)
     if data.size == 0:
@@ -44,6 +68,8 @@ def summarize(values: Iterable[float]) -> dict:
     mean = float(data.mean())
     std = float(data.std(ddof=1)) if data.size > 1 else 0.0
     low, high = _t_interval(mean, std, data.size)
+    if bounds is not None and low is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return {"mean": mean, "std": std, "ci95_low": low, "ci95_high": high,
             "n": int(data.size), "values": data.tolist()}
 
@@ -63,7 +89,8 @@ def summarize_metrics(results: Sequence[Mapping], keys: Sequence[str] | None = N
 
     `keys` defaults to every key holding a number in some result, in first-seen order.
     Null/missing values (a run without a test split) are skipped; a key with no values left
-    is left out, so each entry's `n` says how many runs it covers.
+    is left out, so each entry's `n` says how many runs it covers. Bounded metrics' intervals
+    are clipped to [0, 1] (metric_bounds).
     """
     if keys is None:
         keys = list(dict.fromkeys(k for r in results for k, v in r.items() if _is_number(v)))
@@ -71,7 +98,7 @@ def summarize_metrics(results: Sequence[Mapping], keys: Sequence[str] | None = N
     for key in keys:
         values = [r[key] for r in results if _is_number(r.get(key))]
         if values:
-            out[key] = summarize(values)
+            out[key] = summarize(values, metric_bounds(key))
     return out
 
 

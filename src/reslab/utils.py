@@ -40,7 +40,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as err:  # e.g. a read-only folder: name the file asked for, not the temp
+        err.filename, err.filename2 = str(path), None
+        raise
     os.close(fd)
     try:
         yield Path(tmp)

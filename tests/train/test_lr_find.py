@@ -118,3 +118,25 @@ def test_lr_find_builds_the_run_train_would_machine_class_and_init(fast_config):
     assert any(line.startswith("Whitening init: first conv") for line in lines), lines
     kept, _ = lr_find(cfg, ["train.batch_size=8"], steps=10, log=lines.append)
     assert kept.train.batch_size == 8  # the user's --set wins over the machine class
+
+
+def _finding(loss, lrs, stop="completed"):
+    from reslab.training.lr_find import LrFinding
+
+    return LrFinding(lrs, list(loss), list(loss), stop, **suggest(lrs, list(loss)),
+                     start_lr=lrs[0], end_lr=lrs[-1], steps=len(lrs))
+
+
+def test_a_minimum_at_the_end_of_the_range_is_warned_in_one_line():
+    from reslab.training.lr_find import range_warning
+
+    lrs = list(np.logspace(-6, 1, 71))
+    falling = np.linspace(2.3, 0.5, 71)  # still falling at end_lr
+    assert range_warning(_finding(falling, lrs)) == (
+        "the loss was still falling at the end of the range (lowest at lr 10, end 10): the "
+        "suggestion may be too low; rerun with a larger --end-lr")
+    rising = np.linspace(0.5, 2.3, 71)
+    assert "rerun with a smaller --start-lr" in range_warning(_finding(rising, lrs))
+    x = np.log10(lrs)
+    valley = 2.3 - 1.0 / (1 + np.exp(-(x + 2) * 3)) + np.where(x > -1, (x + 1) ** 2 * 3, 0)
+    assert range_warning(_finding(valley, lrs)) is None

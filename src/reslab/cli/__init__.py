@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             exit_promptly(code, getattr(args, "_exit_at_once", False))
         return code
     except ReslabError as err:
-        print(f"reslab {args.command}: error: {err}", file=sys.stderr)
+        print(f"reslab {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a full disk, a read-only or missing folder, a file given as one
-        print(f"reslab {args.command}: error: {os_error_line(err)}", file=sys.stderr)
+        print(f"reslab {args.command}: error: {one_line(os_error_line(err))}", file=sys.stderr)
         return ReslabError.exit_code
     except KeyboardInterrupt:
         print(f"reslab {args.command}: interrupted", file=sys.stderr)
@@ -84,6 +84,12 @@ def exit_promptly(code: int, at_once: bool) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def one_line(message: str) -> str:
+    """The message on one line: a newline or carriage return inside a name (a class folder
+    named with one) is shown escaped, as repr() would, instead of splitting the line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def os_error_line(err: OSError) -> str:

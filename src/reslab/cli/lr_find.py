@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import ReslabError
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..report.plots import plot_lr_find
     from ..runs.rundir import LrFindDir
-    from ..training.lr_find import lr_find
+    from ..training.lr_find import lr_find, range_warning
 
     cfg = load_config(args.config, args.overrides)
     out = LrFindDir.create(cfg.name or Path(args.config).stem, args.out)  # before training
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"suggested lr {finding.suggested_lr:.3g} (minimum {finding.min_loss_lr:.3g} / 10; "
           f"steepest {_fmt(finding.steepest_lr)}), {finding.stop_reason} after "
           f"{len(finding.lrs)} steps: {out.finding}, {out.plot_png}")
+    warning = range_warning(finding)
+    if warning:
+        print(f"reslab lr-find: warning: {warning}", file=sys.stderr)
     return 0
 
 

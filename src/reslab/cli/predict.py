@@ -19,8 +19,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import predict_paths
+    from ..evaluate import check_predictions_out, predict_paths
 
+    check_predictions_out(args.out, args.run_dir, args.images)  # before any work
     rows = predict_paths(args.run_dir, args.images)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["path", "label", "confidence"])

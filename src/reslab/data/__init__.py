@@ -1,7 +1,10 @@
 """Data path: config -> decoded tensors split into train/val/test, plus normalisation stats."""
 from __future__ import annotations
 
+import hashlib
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +42,7 @@ class DataBundle:
     scale: float                            # 255 for uint8 caches, 1 for float16
     fmt: str                                # srgb | linear | log
     bad_files: list[str] = field(default_factory=list)
+    split_record: dict | None = None        # split_record(): which image is in which split
 
     @property
     def in_chans(self) -> int:
@@ -49,11 +53,14 @@ class DataBundle:
         return self.train.images.shape[-1]
 
     def norm(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "scale": self.scale, "fmt": self.fmt}
+        """What a checkpoint needs to feed the model as training did: the normalisation, the
+        pixel format and the (H, W) the model was trained and evaluated at."""
+        return {"mean": self.mean, "std": self.std, "scale": self.scale, "fmt": self.fmt,
+                "size": list(self.train.images.shape[-2:]), "split": self.split_record}
 
 
 def preprocess_of(cfg: DataConfig) -> Preprocess:
-    return Preprocess(cfg.resize, cfg.center_crop, cfg.image_size)
+    return Preprocess(cfg.resize, cfg.center_crop, cfg.image_size, cfg.nonfinite)
 
 
 def decode_listing(listing: Listing, cfg: DataConfig, progress: bool = True) -> tuple:
@@ -110,7 +117,24 @@ def fold_splits(labels: np.ndarray, split: np.ndarray | None, cfg: DataConfig) -
                                cfg.split_seed)
     out = np.full(len(labels), 2, np.int8)
     out[pool] = np.where(fold_of == cfg.fold, 1, np.where(fold_of < 0, 2, 0))
+    check_fold(labels, out, cfg)
     return out
+
+
+def check_fold(labels: np.ndarray, split: np.ndarray, cfg: DataConfig) -> None:
+    """A fold with no validation image is an error (its accuracy would be averaged as if it
+    existed); one lacking classes is a one-line warning (its accuracy covers the others)."""
+    val = labels[split == 1]
+    if len(val) == 0:
+        raise ReslabError(f"data.folds = {cfg.folds}: fold {cfg.fold} has no validation "
+                          f"images (only {int((split != 2).sum())} non-test images); use "
+                          "fewer folds")
+    missing = np.setdiff1d(np.unique(labels[split != 2]), np.unique(val))
+    if len(missing):
+        print(f"warning: data.folds = {cfg.folds}: fold {cfg.fold}'s validation split lacks "
+              f"{len(missing)} of {len(np.unique(labels))} classes (it has {len(val)} images); "
+              "its accuracy covers the other classes only (use fewer folds or more images "
+              "per class)", file=sys.stderr)
 
 
 def channel_stats(images: torch.Tensor, scale: float) -> tuple[list[float], list[float]]:
@@ -173,4 +197,37 @@ def load_data(cfg: DataConfig, progress: bool = True) -> DataBundle:
     else:
         mean, std = [0.0] * images.shape[1], [1.0] * images.shape[1]
     return DataBundle(sets["train"], sets["val"], sets["test"], listing.classes, mean, std,
-                      scale, detect_format(cfg, images, paths))
+                      scale, detect_format(cfg, images, paths),
+                      split_record=split_record(labels, split, paths, listing.root))
+
+
+def split_record(labels: np.ndarray, split: np.ndarray, paths: list[str] | None,
+                 root: Path | None) -> dict:
+    """{n: [train, val, test], sha256}: a digest of every image's (file relative to data.root,
+    or index for a bundled array source; label; split), stored in the run's checkpoints so
+    eval and resume can tell the split they would use from the one the run trained on."""
+    h = hashlib.sha256()
+    for i, (label, part) in enumerate(zip(labels.tolist(), split.tolist())):
+        name = relative_name(paths[i], root) if paths else str(i)
+        h.update(f"{name}\t{label}\t{part}\n".encode())
+    return {"n": [int((split == i).sum()) for i in range(3)], "sha256": h.hexdigest()}
+
+
+def relative_name(path: str, root: Path | None) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix() if root else path
+    except ValueError:
+        return path
+
+
+def check_split(stored: dict | None, data: DataBundle, where: str) -> None:
+    """One line when the data now splits differently from `stored` (a checkpoint's
+    norm.split; older checkpoints have none and are not checked)."""
+    now = data.split_record
+    if stored is None or now is None or stored.get("sha256") == now["sha256"]:
+        return
+    counts = lambda n: "/".join(str(k) for k in n)  # noqa: E731
+    raise ReslabError(f"{where}: the data no longer splits as it did in training (train/val/"
+                      f"test {counts(now['n'])} now, {counts(stored['n'])} then: images were "
+                      "added, removed, renamed or relabelled under data.root, or a data.* key "
+                      "changed); its test split would not be the one the run was scored on")

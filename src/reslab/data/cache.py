@@ -1,7 +1,9 @@
 """Decode every image once into an (N,C,H,W) array on disk, memory-mapped on reuse.
 
-The cache key covers the file list, each file's size and mtime, and the preprocessing, so an
-edited dataset or a new crop size decodes again and nothing stale is ever read. 8-bit images
+The cache key covers the file list, each file's size, mtime, ctime and inode, and the
+preprocessing, so an edited dataset (a same-size file replaced with its old mtime included)
+or a new crop size decodes again and nothing stale is ever read. A cache folder that cannot
+be written is one warning line: the images decoded in memory are used. 8-bit images
 are stored as uint8; 16-bit and float (HDR) images as float16 in [0,1] / as stored. As float16
 cannot tell 16-bit from float files apart, meta.json records the files' own sample types
 (`sources`: uint8, uint16, float16, float32), the units `robustness --raw` adds its amounts in.
@@ -39,7 +41,6 @@ import random
 import socket
 import sys
 import uuid
-import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -56,6 +57,7 @@ from ..progress import track
 from ..utils import atomic_write_text, available_cores, fsync_dir
 from .imageio import DEFAULT_MAX_PIXELS
 
+FLOAT16_MAX = 65504.0             # the largest finite float16: HDR pixels are cached as float16
 CACHE_VERSION = 3                 # 3: meta.json records `sources`
 CHUNK_BYTES = 4 << 20
 FULL_CHECK_BYTES = 1 << 30        # entries up to this size are checksummed whole on every open
@@ -72,9 +74,11 @@ class Preprocess:
     resize: int | None = None        # shorter side, before the centre crop
     center_crop: int | None = None
     image_size: int | None = None    # final square side
+    nonfinite: str = "error"         # data.nonfinite: NaN/inf float pixels refused or clamped
 
     def apply(self, arr: np.ndarray, path: Path) -> np.ndarray:
         """HWC image -> CHW array of the same dtype, resized/cropped as configured."""
+        arr = finite_pixels(arr, path, self.nonfinite)
         img = np.ascontiguousarray(arr.transpose(2, 0, 1))
         h, w = img.shape[1:]
         if self.resize and min(h, w) != self.resize:
@@ -113,19 +117,44 @@ def default_cache_dir() -> Path:
     return Path(base) / "reslab"
 
 
+def finite_pixels(arr: np.ndarray, path: Path, policy: str) -> np.ndarray:
+    """A float image's pixels, all finite and inside float16's range (the cache's HDR type):
+    otherwise one line naming the file (`data.nonfinite: error`), or NaN -> 0 and the rest
+    clamped to +-65504 (`clamp`). Integer images are finite by construction."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return arr
+    bad = ~np.isfinite(arr) | (np.abs(arr) > FLOAT16_MAX)
+    if not bad.any():
+        return arr
+    if policy == "clamp":
+        return np.nan_to_num(arr, nan=0.0, posinf=FLOAT16_MAX, neginf=-FLOAT16_MAX).clip(
+            -FLOAT16_MAX, FLOAT16_MAX).astype(arr.dtype)
+    counts = {"NaN": int(np.isnan(arr).sum()), "inf": int(np.isinf(arr).sum())}
+    counts["beyond +-65504"] = int(bad.sum()) - counts["NaN"] - counts["inf"]
+    seen = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    raise ReslabError(f"cannot read image {path}: {seen} pixel value(s) of {bad.size} "
+                      f"({arr.dtype}); fix the file, or set data.nonfinite: clamp (NaN -> 0, "
+                      "the rest clamped to +-65504)")
+
+
 def cache_key(files: list[Path], prep: Preprocess, skip_bad: bool,
               max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     # The pixel limit decides which files a skip_bad entry leaves out; without skip_bad an
     # entry exists only when every image was under the limit, so the limit is not part of it.
-    settings = [CACHE_VERSION, prep.__dict__, skip_bad] + ([max_pixels] if skip_bad else [])
+    # data.nonfinite: error (the default) is left out, so entries made before it stay valid.
+    prep_key = {k: v for k, v in prep.__dict__.items() if (k, v) != ("nonfinite", "error")}
+    settings = [CACHE_VERSION, prep_key, skip_bad] + ([max_pixels] if skip_bad else [])
     h = hashlib.sha256(json.dumps(settings).encode())
     for f in files:
         try:
             st = f.stat()
-            size, mtime = st.st_size, st.st_mtime_ns
+            # ctime and inode too: a same-size image replaced with its old mtime kept (cp -p,
+            # rsync -t, mv) still gets a new ctime or inode, so it is decoded again instead of
+            # the cache serving its old pixels; neither needs reading the file.
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
         except OSError:  # e.g. a broken link: decoding reports it by name
-            size, mtime = -1, -1
-        h.update(f"{f}\0{size}\0{mtime}\n".encode())
+            stamp = "-1"
+        h.update(f"{f}\0{stamp}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -295,9 +324,11 @@ def write_entry(entry: Path, images: np.ndarray,
                 "verified": _signature(data_path.stat())}
         atomic_write_text(meta_path, json.dumps(meta))
         fsync_dir(entry)
-    except OSError as err:
-        raise ReslabError(f"data.cache_dir: cannot write the decoded-image cache {entry} "
-                          f"({err.strerror or err})") from None
+    except OSError as err:  # read-only, full or a file in the way: the images are decoded
+        print(f"warning: data.cache_dir: cannot write the decoded-image cache {entry} "
+              f"({(err.strerror or str(err)).lower()}); using the images decoded in memory "
+              "(decoded again next time)", file=sys.stderr)
+        return images, info["kept"], info["sources"]
     mapped = np.memmap(data_path, dtype=images.dtype, mode="r", offset=offset,
                        shape=images.shape)
     return mapped, info["kept"], info["sources"]
@@ -392,12 +423,12 @@ def _decode_all(files, prep, skip_bad, workers, progress, max_pixels=DEFAULT_MAX
                 bad.append(arr)
                 continue
             sources.add(arr.dtype.name)
-            arr = _stored(arr)
+            source, arr = arr.dtype, _stored(arr)
             if out is None:
                 out = np.empty((len(files), *arr.shape), arr.dtype)
-                first = files[i]
+                first, first_source = files[i], source
             elif arr.shape != out.shape[1:] or arr.dtype != out.dtype:
-                raise ReslabError(_mismatch(first, out, files[i], arr))
+                raise ReslabError(_mismatch((first, first_source), out, (files[i], source), arr))
             out[len(kept)] = arr
             kept.append(i)
     except BrokenProcessPool:
@@ -417,14 +448,16 @@ def _report_bad(bad: list[str]) -> None:
     """The skipped files, on every run that uses them (a cached entry too), not only the first."""
     if not bad:
         return
-    warnings.warn(f"skipped {len(bad)} unreadable file(s): " + "; ".join(bad), stacklevel=3)
     print(f"warning: skipped {len(bad)} unreadable file(s):\n  " + "\n  ".join(bad),
           file=sys.stderr)
 
 
-def _mismatch(first: Path, out: np.ndarray, path: Path, arr: np.ndarray) -> str:
+def _mismatch(first_file: tuple[Path, np.dtype], out: np.ndarray,
+              this_file: tuple[Path, np.dtype], arr: np.ndarray) -> str:
+    """What differs, in the files' own sample types (a uint16 TIFF is cached as float16)."""
+    (first, first_source), (path, source) = first_file, this_file
     if arr.dtype != out.dtype:
-        return (f"mixed bit depths: {first} is {out.dtype}, {path} is {arr.dtype}; convert the "
+        return (f"mixed bit depths: {first} is {first_source}, {path} is {source}; convert the "
                 "tree to one format with `reslab convert`")
     return (f"images differ in size: {first} is {out.shape[2]}x{out.shape[3]}, {path} is "
             f"{arr.shape[1]}x{arr.shape[2]}; set data.image_size (and/or data.center_crop)")

@@ -134,6 +134,9 @@ def load_folder_listing(cfg: DataConfig) -> Listing:
         return _listing_from_tree(scan_class_tree(root, cfg.max_per_class), None, root)
     trees = {s: scan_class_tree(p, cfg.max_per_class) for s, p in layout.items()}
     classes = list(trees["train"])
+    if len(classes) < 2:  # a 1-output model would train, then fail at its first evaluation
+        raise ReslabError(f"data.root: {layout['train']} has {len(classes)} class folder; "
+                          "expected at least 2")
     for s, tree in trees.items():
         unknown = [c for c in tree if c not in classes]
         if unknown:

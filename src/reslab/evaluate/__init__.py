@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..data import ImageSet, decode_listing, load_data
+from ..data import ImageSet, check_split, decode_listing, load_data
+from ..data.cache import resample
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
 from ..errors import ReslabError
@@ -31,58 +31,59 @@ def labeled_tree(lr: LoadedRun, root: Path) -> ImageSet:
     return decode_set(lr, Listing(lr.classes, labels, files=files, root=root))
 
 
-def decode_set(lr: LoadedRun, listing: Listing) -> ImageSet:
+def decode_set(lr: LoadedRun, listing: Listing, convert: bool = False) -> ImageSet:
+    """The listing's images as the model takes them. Channels (grey <-> RGB) are converted;
+    a size other than the training one is an error, or with `convert` (predict) resized to
+    it with one warning line."""
     images, labels, _, paths, sources = decode_listing(listing, lr.cfg.data)
     if (images.dtype == np.uint8) != (lr.norm["scale"] == 255.0):
         raise ReslabError(f"{listing.root}: images are {images.dtype} but the model was trained "
                           f"on {'8-bit' if lr.norm['scale'] == 255.0 else 'HDR'} data")
-    grey_rgb = images.shape[1] == 3 and lr.in_chans == 1 and \
-        bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
-    shape = (len(images), 1, *images.shape[2:]) if grey_rgb else images.shape  # no real change
-    warning = conversion_warning(str(listing.root), shape, lr.in_chans, trained_size(lr.cfg.data))
-    if warning:
-        print(warning, file=sys.stderr)
+    images = match_size(lr, np.asarray(images), str(listing.root), convert)
+    if convert and images.shape[1] != lr.in_chans and not grey_as_rgb(images, lr.in_chans):
+        how = "grey repeated to RGB" if lr.in_chans == 3 else "RGB to grey by luma"
+        warn(f"{listing.root}: images have {images.shape[1]} channel(s), the model takes "
+             f"{lr.in_chans}: converted ({how})")
     images = match_channels(torch.from_numpy(np.array(images)), lr.in_chans, str(listing.root))
     return ImageSet(images, torch.from_numpy(labels), paths, sources)
 
 
-def trained_size(cfg: DataConfig) -> int | None:
-    """The square side the model was trained on, where the config fixes it (image_size,
-    center_crop, or a source of one size); None for a folder of images at their own sizes."""
-    return cfg.image_size or cfg.center_crop or FIXED_SIZE_SOURCES.get(cfg.source)
+def grey_as_rgb(images: np.ndarray, channels: int) -> bool:
+    """Grey images decoded as RGB (three equal channels) for a grey model: nothing is lost in
+    the conversion, so it needs no warning."""
+    return (channels == 1 and images.shape[1] == 3 and np.array_equal(images[:, 0], images[:, 1])
+            and np.array_equal(images[:, 1], images[:, 2]))
 
 
-FIXED_SIZE_SOURCES = {"digits": 8, "cifar10": 32}
+def match_size(lr: LoadedRun, images: np.ndarray, source: str, convert: bool) -> np.ndarray:
+    """Images at the (H, W) the checkpoint was trained at (`norm.size`; checkpoints from
+    before it was stored are not checked)."""
+    size = lr.norm.get("size")
+    have = list(images.shape[-2:])
+    if size is None or have == list(size):
+        return images
+    shown = f"{have[0]}x{have[1]}, the model was trained at {size[0]}x{size[1]}"
+    if not convert:
+        raise ReslabError(f"{source}: images are {shown}; its accuracy would not be the "
+                          "model's (set data.image_size / data.center_crop in the run's "
+                          "config, or evaluate images of the training size)")
+    warn(f"{source}: images are {shown}: resized to {size[0]}x{size[1]} (antialiased "
+         "bilinear) for prediction")
+    return resample(images, int(size[0]), int(size[1]))
 
 
-def conversion_warning(source: str, shape: tuple, channels: int, size: int | None) -> str | None:
-    """One line when the images (N,C,H,W, as decoded for the run) differ from what the model
-    was trained on: which conversion reslab applies, and what it leaves as it is."""
-    n, have, height, width = shape
-    said = []
-    if have != channels:
-        how = "repeated to RGB" if have == 1 else (
-            "turned grey by luma (0.299 R + 0.587 G + 0.114 B, as the training data was)")
-        said.append(f"{CHANNEL_NAMES.get(have, have)} images converted to the model's "
-                    f"{CHANNEL_NAMES.get(channels, channels)}: {how}")
-    if size is not None and (height, width) != (size, size):
-        said.append(f"their {width}x{height} pixels are fed as they are (the model was trained "
-                    f"on {size}x{size}; convolutions and global pooling take any size, but "
-                    f"accuracy at another scale is not what `reslab eval` measured)")
-    if not said:
-        return None
-    return f"warning: {source}: {n} image(s) differ from the training data: {'; '.join(said)}"
-
-
-CHANNEL_NAMES = {1: "1-channel (grey)", 3: "3-channel (RGB)"}
+def warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
 
 
 def run_split(lr: LoadedRun, split: str | None) -> tuple[ImageSet, str]:
     data = load_data(lr.cfg.data)
+    check_split(lr.norm.get("split"), data, str(lr.run.path))
     split = split or ("test" if data.test is not None else "val")
     chosen = getattr(data, split)
     if chosen is None:
         raise ReslabError(f"--split {split}: this run's data has no {split} split")
+    match_size(lr, chosen.images, f"{lr.run.path}: its {split} split", convert=False)
     return chosen, split
 
 
@@ -132,8 +133,36 @@ def predict_paths(path: str | Path, images: str | Path) -> list[dict]:
     lr = load_run(path)
     files = image_files(Path(images))
     listing = Listing(lr.classes, np.zeros(len(files), np.int64), files=files, root=Path(images))
-    data = decode_set(lr, listing)
+    data = decode_set(lr, listing, convert=True)
     logits, _ = lr.predict(lr.loader(data), tta=lr.cfg.train.tta)
     conf, pred = logits.softmax(1).max(1)
     return [{"path": p, "label": lr.classes[i], "confidence": float(c)}
             for p, i, c in zip(data.paths, pred.tolist(), conf.tolist())]
+
+
+PREDICTIONS_HEADER = "path,label,confidence"
+
+
+def check_predictions_out(out: str | Path, run_dir: str | Path, images: str | Path) -> None:
+    """`predict --out` may write a new file, or replace an earlier predictions CSV; never a
+    run's file, an input image, or any other existing file."""
+    out, run_path, inputs = Path(out).resolve(), Path(run_dir).resolve(), Path(images).resolve()
+    if out.is_dir():
+        raise ReslabError(f"--out {out} is a folder; expected the name of the CSV file to write")
+    if out.is_relative_to(run_path) and out.exists():
+        raise ReslabError(f"--out {out}: a file of the run {run_path}; predictions never "
+                          "replace a run's files (choose another file)")
+    if out == inputs or (inputs.is_dir() and out.is_relative_to(inputs)
+                         and out.suffix.lower() in image_extensions()):
+        raise ReslabError(f"--out {out}: one of the input images; choose another file")
+    if out.exists() and not _is_predictions_csv(out):
+        raise ReslabError(f"--out {out} exists and is not a predictions CSV (first line "
+                          f"{PREDICTIONS_HEADER}); not replacing it (choose another file)")
+
+
+def _is_predictions_csv(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip() == PREDICTIONS_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False

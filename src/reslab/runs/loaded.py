@@ -12,7 +12,7 @@ from torch import nn
 from ..config import Config
 from ..data import ImageSet
 from ..data.loader import BatchLoader, Normalizer
-from ..errors import ReslabError
+from ..errors import ReslabError, short_repr
 from ..models import build_model
 from .checkpoint import load_checkpoint, load_weights
 from .device import amp_dtype, resolve_device
@@ -55,12 +55,31 @@ def load_run(path: str | Path, checkpoint: str | None = None, device: str = "aut
     cfg = run.read_config()
     weights = choose_weights(run, checkpoint or cfg.train.final_weights)
     ckpt = load_checkpoint(weights)
-    classes = ckpt.get("classes") or run.read_classes()
+    classes = run_classes(run, ckpt, weights)
     model = build_model(cfg.model.model_copy(update={"pretrained": False}),
                         cfg.model.num_classes or len(classes), len(ckpt["norm"]["mean"]))
     load_weights(model, ckpt["model"], weights)
     dev = resolve_device(device)
     return LoadedRun(run, cfg, classes, model.to(dev).eval(), ckpt["norm"], dev, weights)
+
+
+def run_classes(run: RunDir, ckpt: dict, weights: Path) -> list[str]:
+    """classes.json, which the checkpoint's own class list (when it has one) must equal: a
+    checkpoint of another run would otherwise score against the wrong names."""
+    stored = ckpt.get("classes")
+    if stored is not None and not run.classes.exists():
+        return list(stored)
+    classes = run.read_classes()
+    if stored is not None and list(stored) != classes:
+        raise ReslabError(f"checkpoint {weights} was trained on {len(stored)} classes "
+                          f"({short_list(stored)}), but {run.classes} lists {len(classes)} "
+                          f"({short_list(classes)}); it belongs to another run")
+    return classes
+
+
+def short_list(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(short_repr(n, 30) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 def choose_weights(run: RunDir, which: str) -> Path:

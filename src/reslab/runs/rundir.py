@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from ..config import Config, load_config
-from ..errors import ReslabError
+from ..errors import ReslabError, short_repr
 from ..stats import SUMMARY_COLUMNS, Comparison, summary_rows
 from ..utils import (
     TMP_SUFFIX,
@@ -54,6 +54,11 @@ EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt",
                    "safetensors": ".safetensors"}
 # The final evaluation's headline metrics in result.json (all of them: eval_metrics.json).
 RESULT_METRICS = ("top5", "macro_f1", "ece", "nll")
+
+
+# data.* keys a --resume of a started (unfinished) run may change: where the images are, how
+# they are decoded and cached; none changes which image is in which split or its pixels.
+RESUME_DATA_KEYS = frozenset({"data.root", "data.workers", "data.cache_dir"})
 
 
 def marked_kind(path: Path) -> str | None:
@@ -134,6 +139,7 @@ class RunDir(Directory):
         if marked_kind(run.path) != "run" and not (run.last.exists() or run.metrics.exists()):
             raise ReslabError(f"{run.path} is not a run directory reslab made (no {MARKER} "
                               "marker, checkpoint or metrics.jsonl); nothing was changed")
+        run.verify_records()
         clean_temp_files(run.path)
         return run
 
@@ -143,6 +149,14 @@ class RunDir(Directory):
         claim = RunClaim.take(self.path)
         remove_stale_temp_files(self.path)
         return claim
+
+    def verify_records(self) -> None:
+        """classes.json, env.json and metrics.jsonl parse (one line naming a damaged one),
+        checked when the run is opened, before a resume or eval writes anything."""
+        if self.classes.exists():
+            self.read_classes()
+        self.read_env()
+        self.read_metrics(warn=False)
 
     def discard(self) -> None:
         """Delete this run directory; only one reslab made (marked) is ever deleted."""
@@ -162,7 +176,28 @@ class RunDir(Directory):
             write_json(self.env, env)
 
     def read_config(self, overrides: list[str] | None = None) -> Config:
-        return load_config(self.config, overrides)
+        """The run's resolved config; an empty or unparsable file is an error, never defaults.
+        `overrides` (a resume's --set) may not change the data of a run that has started: a
+        re-split would test on images it trained on (see refuse_data_overrides)."""
+        if overrides:
+            self.refuse_data_overrides(overrides)
+        return load_config(self.config, overrides, allow_empty=False)
+
+    def refuse_data_overrides(self, overrides: list[str]) -> None:
+        """No `--set data.*` on a finished run (its result.json describes its data), and no
+        split-defining key on a started one; where the images are read from, how many
+        workers decode them and the cache folder may change."""
+        keys = [item.partition("=")[0].strip() for item in overrides]
+        data = [k for k in keys if k.startswith("data.")]
+        if data and self.result.is_file():
+            raise ReslabError(f"--set {data[0]}: {self.path} has finished; its data cannot "
+                              "change (train a new run with --out instead); nothing was changed")
+        split = [k for k in data if k not in RESUME_DATA_KEYS]
+        if split and self.has_started():
+            raise ReslabError(f"--set {split[0]}: {self.path} has started; changing its data "
+                              "would change its split or images mid-run (only "
+                              f"{', '.join(sorted(RESUME_DATA_KEYS))} may change on --resume); "
+                              "nothing was changed")
 
     def read_config_text(self) -> str | None:
         return self.config.read_text() if self.config.is_file() else None
@@ -170,10 +205,21 @@ class RunDir(Directory):
     def read_classes(self) -> list[str]:
         if not self.classes.exists():
             raise ReslabError(f"{self.path}: classes.json missing; not a complete run")
-        return read_json(self.classes)
+        classes = _read_json_file(self.classes, "the run's class names")
+        if (not isinstance(classes, list) or not classes
+                or not all(isinstance(c, str) for c in classes)):
+            raise ReslabError(f"{self.classes}: expected a JSON list of class names, got "
+                              f"{short_repr(classes)}")
+        return classes
 
     def read_env(self) -> dict | None:
-        return read_json(self.env) if self.env.is_file() else None
+        if not self.env.is_file():
+            return None
+        env = _read_json_file(self.env, "the run's environment record")
+        if not isinstance(env, dict):
+            raise ReslabError(f"{self.env}: expected a JSON object (the run's environment "
+                              "record)")
+        return env
 
     def device_label(self) -> str:
         """Where the run trained, for tables: 'gpu 1' (the CUDA_VISIBLE_DEVICES its worker
@@ -199,7 +245,16 @@ class RunDir(Directory):
         append_jsonl(self.metrics, row)
 
     def read_metrics(self, warn: bool = True) -> list[dict]:
-        return read_jsonl(self.metrics, warn=warn)
+        try:
+            rows = read_jsonl(self.metrics, warn=warn)
+        except ValueError as err:  # a damaged line before the last one (or not UTF-8)
+            raise ReslabError(f"{self.metrics}: {str(err).removeprefix(f'{self.metrics}: ')} "
+                              "(damaged; the rows cannot be trusted)") from None
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict) or "epoch" not in r),
+                   None)
+        if bad is not None:
+            raise ReslabError(f"{self.metrics}: line {bad + 1} is not a metrics row (no epoch)")
+        return rows
 
     def truncate_metrics(self, last_epoch: int) -> list[dict]:
         """Keep rows up to `last_epoch` (a resumed run rewrites the epochs after its checkpoint)."""
@@ -736,6 +791,15 @@ def default_out(cfg: Config, root: Path) -> Path:
 def safe_name(name: str) -> str:
     """A name usable as one path component: no separators, no '..', never empty."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+
+
+def _read_json_file(path: Path, what: str) -> Any:
+    """JSON from a run's file, or one line naming it (empty, not JSON, not UTF-8)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise ReslabError(f"{path}: empty or not valid JSON (expected {what}); the file is "
+                          "damaged") from None
 
 
 def _blank(value: Any) -> Any:

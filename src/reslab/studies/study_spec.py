@@ -154,7 +154,7 @@ def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None 
     path = Path(path)
     if scale not in SCALES:
         raise ReslabError(f"--scale {scale!r}: expected one of {', '.join(SCALES)}")
-    raw = read_yaml(path)
+    raw = read_yaml(path, "name, base, axes, ...")
     first = parse_mapping(StudySpec, raw, str(path), "name, base, axes, ...")
     overrides = first.scale.get(scale) or {}
     study_keys = {k: v for k, v in overrides.items() if k.split(".")[0] in STUDY_SECTIONS}

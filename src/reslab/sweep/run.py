@@ -25,7 +25,7 @@ from .outputs import (
 )
 from .plots import write_plots
 from .spec import Sweep, load_sweep
-from .storage import default_url, make_storage, storage_errors
+from .storage import default_url, make_storage, refuse_emptied_study_db, storage_errors
 from .study import fill_queue, has_running, open_study
 from .workers import WorkerJob, run_processes
 
@@ -48,6 +48,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     name = study_name or sweep.name
     sweep_dir.claim(name)
     url = storage or default_url(sweep_dir.path)
+    refuse_emptied_study_db(sweep_dir, url)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one-line errors say what failed
     with storage_errors(url):
         study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)

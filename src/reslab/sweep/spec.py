@@ -200,7 +200,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     """Read and validate SWEEP.yaml, its base config (with `overrides`, --set, on top) and
     every space key; or raise ReslabError."""
     path = Path(path)
-    return sweep_from_mapping(read_yaml(path), path, overrides)
+    return sweep_from_mapping(read_yaml(path, "base, space, sampler, ..."), path, overrides)
 
 
 def sweep_from_mapping(raw: Any, path: Path, overrides: list[str] | None = None) -> Sweep:

@@ -11,7 +11,9 @@ process instead of a traceback from every thread that touched it.
 from __future__ import annotations
 
 import inspect
+import random
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +30,12 @@ from .spec import Heartbeat
 SQLITE_TIMEOUT_S = 120
 # Seconds to wait for a database server to accept a connection: an unreachable host (packets
 # dropped rather than refused) must end a worker with an error, not hang it for minutes.
-CONNECT_TIMEOUT_S = 20
+CONNECT_TIMEOUT_S = 10
+# Attempts after a lost schema-creation race (see _open_rdb), and the database messages that
+# mean one: SQLite, PostgreSQL (pg_type / relation) and MySQL wordings.
+SCHEMA_RACE_RETRIES = 8
+SCHEMA_RACE_PHRASES = ("already exists", "unique constraint", "duplicate key", "duplicate entry")
+_JITTER = random.SystemRandom()  # forked workers share the random module's state
 # A query parameter whose name contains one of these holds a credential (password, passwd,
 # pass, pwd, sslpassword, secret, token, api_key, auth...): its value is never printed.
 SECRET_PARAM_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
@@ -37,6 +44,22 @@ SECRET_PARAM_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
 def default_url(sweep_dir: Path) -> str:
     """The sweep directory's own SQLite study."""
     return f"sqlite:///{SweepDir(sweep_dir).study_db.resolve()}"
+
+
+def refuse_emptied_study_db(sweep_dir: SweepDir, url: str) -> None:
+    """A zero-byte study.db beside trial directories is a lost database (a failed copy, a full
+    disk), not a new sweep: SQLite would open it as empty, trial numbers would restart at 0
+    and the finished trials' directories would be replaced as stale. Refused, nothing
+    changed."""
+    db = sweep_dir.study_db
+    if url != default_url(sweep_dir.path) or not db.is_file() or db.stat().st_size > 0:
+        return
+    trials = [p for p in sweep_dir.path.glob("trials/*") if p.is_dir()]
+    if trials:
+        raise ReslabError(f"{db} is empty (0 bytes) but {sweep_dir.path / 'trials'} holds "
+                          f"{len(trials)} trial directories: the study database was lost; "
+                          "restore it from a backup, or sweep into a new --out DIR (nothing "
+                          "was changed)")
 
 
 def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
@@ -51,10 +74,7 @@ def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
-                                                 **_heartbeat_kwargs(heartbeat))
+        storage = _open_rdb(url, kwargs, heartbeat)
     except ImportError as err:
         raise ReslabError(f"--storage {redact_url(url)}: missing database driver "
                           f"({redact_text(str(err), url)}); for PostgreSQL: pip install "
@@ -65,6 +85,35 @@ def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
     if url.startswith("sqlite"):
         _serialise_sqlite(storage.engine)
     return storage
+
+
+def _open_rdb(url: str, kwargs: dict, heartbeat: Heartbeat | None
+              ) -> optuna.storages.RDBStorage:
+    """RDBStorage, retrying the schema-creation race: workers that open a new database at
+    the same instant (several sweeps started together, the documented way to share one)
+    each create the tables and insert the schema version; all but one then fail with
+    "table ... already exists" / a UNIQUE violation. The next attempt finds the schema made."""
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                                  **_heartbeat_kwargs(heartbeat))
+        except Exception as err:
+            if attempt == SCHEMA_RACE_RETRIES or not is_schema_race(err):
+                raise
+            time.sleep(_JITTER.uniform(0.05, 0.3) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def is_schema_race(err: BaseException) -> bool:
+    """Another process created the same table, type or schema-version row first."""
+    for e in _exception_chain(err):
+        text = str(getattr(e, "orig", None) or e).lower()
+        if isinstance(e, sa_exc.IntegrityError) or any(
+                phrase in text for phrase in SCHEMA_RACE_PHRASES):
+            return True
+    return False
 
 
 def _engine_kwargs(url: str) -> dict:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, PhaseConfig, load_config, parse_duration, require_single_run
-from ..data import DataBundle, load_data
+from ..data import DataBundle, check_split, load_data
 from ..data.augment import build_train_augment
 from ..data.display import to_display_uint8
 from ..data.loader import BatchLoader, Normalizer, epoch_generator, memory_format
@@ -77,7 +77,12 @@ DROPOUT_SALT = 7  # epoch_generator salt of the per-epoch global seed (dropout d
 
 
 class Diverged(Exception):
-    """The loss became non-finite or grew past DIVERGENCE_FACTOR x its starting value."""
+    """The loss became non-finite or grew past DIVERGENCE_FACTOR x its starting value
+    (`blowup`: the second, the one a lower learning rate cures)."""
+
+    def __init__(self, message: str, blowup: bool = False):
+        super().__init__(message)
+        self.blowup = blowup
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def check_loss(st: TrainState, value: float, what: str, classes: int) -> None:
         st.loss_ref = max(value, math.log(max(2, classes)))
     elif value > DIVERGENCE_FACTOR * st.loss_ref:
         raise Diverged(f"{what} {value:.3g} is over {DIVERGENCE_FACTOR:g}x its starting "
-                       f"value {st.loss_ref:.3g}")
+                       f"value {st.loss_ref:.3g}", blowup=True)
 
 
 def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -187,8 +192,9 @@ def build_trainer(config, out, resume, overrides, dist: Dist, quiet: bool,
     cfg, device, threads, data, model, notes = build_parts(cfg, dist, overrides,
                                                            new_run=run is None,
                                                            from_scratch=ckpt is None)
-    if ckpt is not None:  # before anything is written: weights that no longer fit (a resume
-        load_weights(model, ckpt["model"], run.last)  # with --set model.*) leave the run as is
+    if ckpt is not None:  # everything a resume can refuse, before anything is written
+        check_split(ckpt["norm"].get("split"), data, str(run.path))
+        load_weights(model, ckpt["model"], run.last)
     if run is None:
         run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
@@ -282,7 +288,8 @@ def run_phase(t: Trainer, st: TrainState, ph: Phase) -> tuple[str, str | None]:
             evaluated = validate(t, st) if validated else not_validated(t)
         except Diverged as err:
             st.epoch = epoch
-            t.log(f"Epoch {epoch}: diverged ({err}); stopping (lower train.lr?)")
+            t.log(f"Epoch {epoch}: diverged ({err}); stopping"
+                  + (" (lower train.lr?)" if err.blowup else ""))
             return "diverged", f"epoch {epoch}: {err}"
         row = {"epoch": epoch, **train_metrics, **evaluated, "lr": lr,
                "seconds": time.perf_counter() - t0}
@@ -665,7 +672,7 @@ def finish(t: Trainer, st: TrainState, params: int, stop: str, detail: str | Non
     t.run.write_result(result)
     t.tracker.summary(result)
     t.tracker.close()
-    t.log(summary_line(result, t.run.path))
+    t.log(summary_line(result, t.run.path, t.data.val is not None))
     return result
 
 
@@ -825,11 +832,11 @@ def epoch_line(row: dict) -> str:
             f"{fmt(row['val_acc'])}, lr {row['lr']:.3g}, {row['seconds']:.1f} s")
 
 
-def summary_line(result: dict, path: Path) -> str:
+def summary_line(result: dict, path: Path, has_val: bool = True) -> str:
     final_val = result.get("val_acc_best_model")  # the only one under train.eval_every: 0
     parts = [f"best val acc {result['best_val_acc']:.4f}" if result["best_val_acc"] is not None
              else f"final val acc {final_val:.4f}" if final_val is not None
-             else "no validation split"]
+             else "no validation split" if not has_val else "no validation result"]
     if result["test_acc"] is not None:
         parts.append(f"test acc {result['test_acc']:.4f}")
     return (f"Done ({result['stop_reason']}, {result['epochs_run']} epochs): "

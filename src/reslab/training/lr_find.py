@@ -72,6 +72,31 @@ class LrFinding:
                 "diverge_factor": DIVERGE_FACTOR, **curve, "config": cfg.to_dict()}
 
 
+# The minimum counts as "at the end of the range" within this share of the steps taken.
+EDGE_SHARE = 0.05
+
+
+def range_warning(finding: LrFinding) -> str | None:
+    """One line when the minimum sits at an end of the tested range, where the curve does
+    not show that it is a minimum: at the top (the loss was still falling at end_lr) or at
+    the bottom (it only rose from start_lr). None otherwise."""
+    if finding.min_loss_lr is None or len(finding.lrs) < MIN_STEPS:
+        return None
+    lrs = np.asarray(finding.lrs)
+    at = int(np.argmin(np.abs(np.log(lrs) - math.log(finding.min_loss_lr))))
+    edge = max(1, round(len(lrs) * EDGE_SHARE))
+    if at >= len(lrs) - edge and finding.stop_reason == "completed":
+        return (f"the loss was still falling at the end of the range (lowest at lr "
+                f"{finding.min_loss_lr:.3g}, end {finding.end_lr:g}): the suggestion may be "
+                "too low; rerun with a larger --end-lr")
+    first = int(len(lrs) * SKIP_START)
+    if at <= first + edge:
+        return (f"the loss only rose from the start of the range (lowest at lr "
+                f"{finding.min_loss_lr:.3g}, start {finding.start_lr:g}): the suggestion may "
+                "be too high; rerun with a smaller --start-lr")
+    return None
+
+
 def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
