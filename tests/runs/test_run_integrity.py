@@ -186,8 +186,6 @@ def test_os_errors_name_the_file_never_the_temp_file(tmp_path, monkeypatch):
     assert os_error_line(err.value) == f"permission denied: {tmp_path / 'x.json'}"
 
 
-@pytest.mark.xfail(strict=True, reason="needs training/loop.py build_session to load last.pt's "
-                   "weights into the model before run.write_start (the lead's file)")
 def test_a_refused_resume_override_writes_nothing(run, cli):
     (run / "result.json").unlink()  # an interrupted run
     before = snapshot(run)

@@ -17,6 +17,8 @@ import time
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .optuna_private import study_storage, trial_id
+
 # While a worker only waits for other workers' trials, one line this often says what for.
 WAIT_LINE_EVERY_S = 30.0
 
@@ -44,21 +46,21 @@ def local_dead_worker(trial: FrozenTrial, host: str | None = None) -> str | None
 def fail_dead_local_workers(study: optuna.Study) -> list[str]:
     """Fail (and re-queue through the retry callback, where the storage has one) every RUNNING
     trial whose worker was a process of this host that is gone; one line per trial."""
-    storage, lines = study._storage, []
+    storage, lines = study_storage(study), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = local_dead_worker(trial)
         if worker is None:
             continue
         try:
-            storage.set_trial_user_attr(trial._trial_id, "lost",
+            storage.set_trial_user_attr(trial_id(trial), "lost",
                                         f"worker {worker} is gone (no such process)")
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            if not storage.set_trial_state_values(trial_id(trial), TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker settled it first
         callback = _failed_trial_callback(storage)
         if callback is not None:
-            callback(study, storage.get_trial(trial._trial_id))
+            callback(study, storage.get_trial(trial_id(trial)))
         lines.append(f"trial {trial.number}: its worker {worker} is gone (no such process on "
                      "this host); re-queued now, without waiting for the heartbeat's grace period")
     for line in lines:
@@ -89,7 +91,7 @@ class WaitNotice:
         self._last = now
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         try:
-            ages = heartbeat_ages(study._storage, [t._trial_id for t in running])
+            ages = heartbeat_ages(study_storage(study), [trial_id(t) for t in running])
         except Exception:  # the line is a courtesy: a failed query must not stop the worker
             ages = {}
         line = waiting_line(running, self.grace_s, ages)
@@ -112,7 +114,7 @@ def waiting_line(running: list[FrozenTrial], grace_s: float | None,
         where = ("alive on this host" if worker.startswith(f"{host}:") else
                  "on another host" if worker else "worker not yet recorded")
         text = f"trial {t.number} (worker {worker or '?'}, {where}"
-        age = (beat_ages or {}).get(t._trial_id)
+        age = (beat_ages or {}).get(trial_id(t))
         if grace_s and age is not None:
             deadline = now + _dt.timedelta(seconds=max(0.0, grace_s - age))
             text += (f"; last heartbeat {age:.0f} s ago, re-queued at {deadline:%H:%M:%S} "

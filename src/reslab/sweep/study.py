@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ReslabError
+from .optuna_private import live_trial, study_storage, trial_id
 from .spec import Sweep, point_key
 from .stale import fail_dead_local_workers
 from .storage import heartbeat_interval
@@ -91,7 +92,7 @@ def fail_stale(study: optuna.Study) -> None:
     """Fail RUNNING trials whose worker stopped beating, and at once those whose worker was a
     process of this host that is gone (stale.py); the retry callback re-queues them."""
     fail_dead_local_workers(study)
-    if heartbeat_interval(study._storage) is None:
+    if heartbeat_interval(study_storage(study)) is None:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -126,16 +127,16 @@ def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
 
     Unlike `study.ask()`, never creates a trial: an empty queue means the sweep is done.
     """
-    storage = study._storage  # the study's own (cached) storage, as Study.ask uses
+    storage = study_storage(study)  # the study's own (cached) storage, as Study.ask uses
     beat = heartbeat_interval(storage) is not None
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if beat:
             # Beat before taking it: a RUNNING trial without any beat is never found stale,
             # so a worker killed right after the pop would leave it RUNNING forever.
-            storage.record_heartbeat(t._trial_id)
+            storage.record_heartbeat(trial_id(t))
         try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, t._trial_id)
+            if storage.set_trial_state_values(trial_id(t), state=TrialState.RUNNING):
+                return live_trial(study, trial_id(t))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from ..errors import ReslabError
 from ..execute.local import exit_with_parent, spawn
 from ..runs.rundir import SweepDir
+from .optuna_private import study_storage, trial_id
 from .spec import Sweep
 from .stale import WaitNotice
 from .storage import heartbeat_interval, is_storage_failure, make_storage, storage_errors
@@ -54,7 +55,7 @@ class Heartbeat:
                 pass
 
     def _beat(self) -> None:
-        self.trial.storage.record_heartbeat(self.trial._trial_id)
+        self.trial.storage.record_heartbeat(trial_id(self.trial))
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -68,9 +69,9 @@ def work(study: optuna.Study, runner: TrialRunner) -> int:
     With a heartbeat, also wait while other trials are RUNNING: if their worker died they are
     failed after the grace period and re-queued, and someone has to pick them up.
     """
-    interval = heartbeat_interval(study._storage)
+    interval = heartbeat_interval(study_storage(study))
     runner.warm_up()
-    notice = WaitNotice(grace_period(study._storage))
+    notice = WaitNotice(grace_period(study_storage(study)))
     ran = 0
     while True:
         fail_stale(study)
@@ -215,18 +216,18 @@ def settle_lost_worker(study: optuna.Study, worker: str, signum: int, max_retry:
                if t.user_attrs.get("worker") == worker]
     if not running:
         return f"died by signal {signum} ({name}) outside any trial"
-    trial, storage = running[0], study._storage
+    trial, storage = running[0], study_storage(study)
     crashed = signum in CRASH_SIGNALS
     key, text = (("reason", f"crashed: signal {signum} ({name})") if crashed
                  else ("lost", f"worker killed by signal {signum} ({name})"))
     try:
-        storage.set_trial_user_attr(trial._trial_id, key, text)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        storage.set_trial_user_attr(trial_id(trial), key, text)
+        storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return f"trial {trial.number}: already settled by the heartbeat"
     if crashed:
         return f"trial {trial.number} {text}; recorded as FAIL, the sweep goes on"
-    retry = requeue(study, storage.get_trial(trial._trial_id), max_retry)
+    retry = requeue(study, storage.get_trial(trial_id(trial)), max_retry)
     return (f"trial {trial.number}: {text}; " + (f"retried as trial {retry}" if retry is not None
                                                  else f"not retried (max_retry {max_retry})"))
 
