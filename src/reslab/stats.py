@@ -20,6 +20,8 @@ from itertools import combinations
 import numpy as np
 from scipy import stats as st
 
+from .formatting import is_number
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
 # McNemar: below this many discordant images the chi-square approximation is poor, so the
@@ -93,17 +95,15 @@ def summarize_metrics(results: Sequence[Mapping], keys: Sequence[str] | None = N
     are clipped to [0, 1] (metric_bounds).
     """
     if keys is None:
-        keys = list(dict.fromkeys(k for r in results for k, v in r.items() if _is_number(v)))
+        keys = list(dict.fromkeys(k for r in results for k, v in r.items() if is_number(v)))
     out = {}
     for key in keys:
-        values = [r[key] for r in results if _is_number(r.get(key))]
+        values = [r[key] for r in results if is_number(r.get(key))]
         if values:
             out[key] = summarize(values, metric_bounds(key))
     return out
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def summary_rows(per_metric: Mapping[str, Mapping]) -> list[dict]:

@@ -5,6 +5,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..formatting import reads_as_number
+
 
 def command_parser(sub, name: str, help: str, description: str) -> argparse.ArgumentParser:
     """A subcommand whose --help prints its description with the line breaks it was written
@@ -59,16 +61,10 @@ def show_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str
         return
     columns = list(zip(headers, *rows))
     widths = [max(len(str(c)) for c in col) for col in columns]
-    right = [bool(rows) and all(_is_number(c) for c in col[1:]) for col in columns]
+    right = [bool(rows) and all(reads_as_number(c) for c in col[1:]) for col in columns]
     for line in [headers, *rows]:
         cells = [str(c).rjust(w) if r else str(c).ljust(w)
                  for c, w, r in zip(line, widths, right)]
         print("  ".join(cells).rstrip())
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(str(text).replace(",", ""))
-    except ValueError:
-        return False
-    return True

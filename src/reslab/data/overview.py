@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from ..config import Config
+from ..formatting import reads_as_number
 from . import DataBundle, ImageSet, channel_stats, load_data
 from .augment import build_train_augment
 from .display import to_display, to_display_uint8
@@ -254,16 +255,10 @@ def overview_markdown(summary: dict, title: str, images: dict[str, str]) -> str:
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    numeric = [bool(rows) and all(_is_number(r[k]) for r in rows) for k in range(len(headers))]
+    numeric = [bool(rows) and all(reads_as_number(r[k]) for r in rows) for k in range(len(headers))]
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -59,6 +59,7 @@ from ..evaluate.perturb import SUITES
 from ..evaluate.robustness import SUITE_CHOICES, mean_corruption_accuracy, suite_levels
 from ..execute import ExecOptions, RunSpec, ensure_robustness, execute
 from ..execute.repeats import Plan, finished_runs, member_specs, plan, write_summary
+from ..formatting import is_number
 from ..report import write_report
 from ..report.html import significance_sentence
 from ..report.plots import plot_mean_curves, plot_overlaid_curves
@@ -299,9 +300,9 @@ def entry_row(entry: Trained, suite: str | None) -> dict:
     rows = [compare_row(entry.name, run, suite) for run in entry.runs.values()]
     if len(rows) == 1:
         return {**rows[0], "runs": 1}
-    out = {k: v for k, v in rows[0].items() if not _is_number(v)}
-    for key in [k for k in rows[0] if _is_number(rows[0][k])]:
-        values = [r[key] for r in rows if _is_number(r.get(key))]
+    out = {k: v for k, v in rows[0].items() if not is_number(v)}
+    for key in [k for k in rows[0] if is_number(rows[0][k])]:
+        values = [r[key] for r in rows if is_number(r.get(key))]
         entry_summary = summarize(values) if values else None
         out[key] = entry_summary["mean"] if entry_summary else None
         if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
@@ -314,8 +315,6 @@ def entry_row(entry: Trained, suite: str | None) -> dict:
     return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def compare_row(name: str, run: RunDir, suite: str | None) -> dict:

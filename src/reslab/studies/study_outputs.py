@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import load_config
+from ..formatting import is_number
 from ..report import write_report
 from ..report.html import significance_sentence
 from ..report.plots import plot_factor_curves
@@ -66,15 +67,13 @@ def save_table(target: StudyDir, name: str, header: list[str], rows: list[list[A
     when its values are all numbers."""
     shown = shown if shown is not None else [[fmt_value(v) or "—" for v in row] for row in rows]
     shown_header = shown_header or header
-    numeric = [bool(rows) and all(_is_number(r[header.index(h)]) or r[header.index(h)] is None
+    numeric = [bool(rows) and all(is_number(r[header.index(h)]) or r[header.index(h)] is None
                                   for r in rows) for h in shown_header]
     tex = latex_table([column_label(h) for h in shown_header], shown, STUDY_TABLES[name],
                       f"tab:{name}", numeric)
     target.write_table(name, header, [[_blank(v) for v in row] for row in rows], tex)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _blank(value: Any) -> Any:
