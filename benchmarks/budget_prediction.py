@@ -90,10 +90,44 @@ def throughputs(rows: list[dict]) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
+def kept(rows: list[dict], candidate: str, epochs: int, subset: str = "full",
+         spread_at: int = 8) -> bool | None:
+    """The issue's rule: a candidate is kept at E where its curve is above the baseline's by
+    more than the baseline's seed spread at E = `spread_at`; None while either is unmeasured."""
+    by_candidate, spread = curves(rows, subset), seed_spread(rows, "baseline", spread_at, subset)
+    mine = by_candidate.get(candidate, {}).get(epochs)
+    base = by_candidate.get("baseline", {}).get(epochs)
+    if None in (mine, base, spread):
+        return None
+    return mine - base > spread
+
+
+def curve_table(rows: list[dict], subset: str = "full") -> str:
+    """Markdown: candidate x E, mean held-out accuracy (the seeds' range where 2+); a `*`
+    marks a cell kept by `kept` (above the baseline by more than its E = 8 spread)."""
+    by_candidate = curves(rows, subset)
+    es = sorted({e for c in by_candidate.values() for e in c})
+    lines = ["| candidate | " + " | ".join(f"E {e}" for e in es) + " |", "|---" * (1 + len(es))
+             + "|"]
+    for name, curve in by_candidate.items():
+        cells = [name]
+        for e in es:
+            accs = sorted(r["heldout_acc"] for r in rows if (r["candidate"], r["epochs"],
+                          r.get("subset")) == (name, e, subset) and r.get("heldout_acc")
+                          is not None)
+            if not accs:
+                cells.append("")
+                continue
+            spread = f" ({accs[0]:.4f}..{accs[-1]:.4f})" if len(accs) > 1 else ""
+            cells.append(f"{curve[e]:.4f}{spread}{'*' if kept(rows, name, e, subset) else ''}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def prediction_table(curve_rows: list[dict], speed_rows: list[dict], budget_s: float,
-                     n_train: int, overhead_s: float = 0.0) -> str:
+                     n_train: int, overhead_s: float = 0.0, subset: str = "full") -> str:
     """Markdown: candidate x CPU setting, predicted acc (E in brackets); n/a outside."""
-    by_candidate, speeds = curves(curve_rows), throughputs(speed_rows)
+    by_candidate, speeds = curves(curve_rows, subset), throughputs(speed_rows)
     head = ["candidate", *speeds]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, curve in by_candidate.items():
@@ -119,18 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curves", type=Path, default=RESULTS / "epoch_curves.jsonl")
     ap.add_argument("--throughput", type=Path, default=RESULTS / "throughput.jsonl")
     ap.add_argument("--budgets", default="10m,30m")
+    ap.add_argument("--subset", default="full", help="the curve rows' subset, e.g. per_class=100")
     ap.add_argument("--n-train", type=int, default=45_000)
     ap.add_argument("--overhead-s", type=float, default=0.0,
                     help="seconds of a run outside its epochs (start-up, final TTA eval)")
     args = ap.parse_args(argv)
     curve_rows, speed_rows = read_rows(args.curves), read_rows(args.throughput)
+    if curve_rows:
+        print("held-out accuracy after E epochs (mean of seeds; * = kept):")
+        print(curve_table(curve_rows, args.subset))
     if not curve_rows or not speed_rows:
-        print("not measured yet: need both", args.curves, "and", args.throughput)
+        print("predictions: not measured yet: need both", args.curves, "and", args.throughput)
         return 1
     for budget in args.budgets.split(","):
         print(f"\npredicted held-out accuracy at {budget}:")
         print(prediction_table(curve_rows, speed_rows, parse_duration(budget), args.n_train,
-                               args.overhead_s))
+                               args.overhead_s, args.subset))
     return 0
 
 

@@ -251,3 +251,10 @@ def test_prediction_interpolates_linearly_in_epochs_and_refuses_outside():
     assert pred.curves(rows) == {"baseline": {8: pytest.approx(0.81)}}
     assert pred.seed_spread(rows, "baseline", 8) == pytest.approx(0.02)
     assert pred.seed_spread(rows, "baseline", 4) is None
+    rows.append({"candidate": "ls0.2", "epochs": 8, "seed": 0, "subset": "full",
+                 "heldout_acc": 0.835})
+    assert pred.kept(rows, "ls0.2", 8) is True  # +2.5 pp > the 2 pp spread
+    assert pred.kept(rows, "ls0.2", 4) is None
+    table = pred.curve_table(rows).splitlines()
+    assert table[0] == "| candidate | E 8 |"
+    assert table[2:] == ["| baseline | 0.8100 (0.8000..0.8200) |", "| ls0.2 | 0.8350* |"]
