@@ -16,7 +16,9 @@ from pathlib import Path
 
 import yaml
 
-TIMING = {"seconds_per_epoch", "seconds", "measured_seconds", "estimated_seconds"}
+# Timings, and where each run trained (a Ray task on a node with a declared GPU: the
+# device column says so), differ by design.
+TIMING = {"seconds_per_epoch", "seconds", "measured_seconds", "estimated_seconds", "device"}
 
 
 def table(path: Path) -> list[dict]:

@@ -150,7 +150,8 @@ def test_cpu_workers_split_the_cores(monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--gpus", "0,x"], "--gpus 0,x: expected distinct GPU indices separated by commas"),
+    (["--gpus", "0,x"], "--gpus 0,x: expected distinct GPU indices separated by commas, "
+                        "e.g. --gpus 0,1"),
     (["--gpus", "0,2"], "--gpus 0,2: GPU 2 does not exist (this machine shows 2 GPU(s))"),
     (["--workers", "0"], "--workers 0 / --runs-per-gpu 1: expected 1 or more"),
     (["--executor", "slurm"], "--executor slurm: expected local, ray, ray://HOST:PORT or "

@@ -7,6 +7,7 @@ claim is then stale, so the retry resumes it from its last checkpoint).
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -68,8 +69,8 @@ class Schedule:
         """The worker running `spec` died: retry the run (it resumes), or fail it."""
         tries = self.retries[spec.name] = self.retries.get(spec.name, 0) + 1
         if retry and tries <= MAX_RETRIES:
-            self.log(f"warning: {spec.name}: {why}; retrying (it resumes from its last "
-                     "checkpoint)")
+            print(f"reslab: warning: {spec.name}: {why}; retrying (it resumes from its last "
+                  "checkpoint)", file=sys.stderr, flush=True)
             self.todo.insert(0, spec)
         else:
             self.outcomes[spec.name] = Outcome(spec.name, "failed", why, exit_code=1)
