@@ -1,4 +1,5 @@
-"""README.md's config reference names every config key (a new key without a row fails)."""
+"""README.md's config reference names every config key (a new key without a row fails), and its
+tables are the ones `reslab config --defaults --markdown` prints (one source)."""
 from __future__ import annotations
 
 import re
@@ -7,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from reslab.config import Config
+from reslab.config_reference import markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -41,3 +43,12 @@ def test_every_config_key_has_a_row_in_its_section():
                 if not re.search(rf"\b{inner}\b", table):
                     missing.append(f"{name}.{key}.{inner}")
     assert missing == []
+
+
+def test_reference_tables_are_generated_from_config_reference():
+    """Regenerate with `reslab config --defaults --markdown` after editing
+    src/reslab/config_reference.py."""
+    text = README.read_text()
+    for name in ("data", "model", "train"):
+        table = section(text, name)
+        assert markdown_table(name) in table, f"README ### `{name}` differs from config_reference"

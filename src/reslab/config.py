@@ -499,8 +499,44 @@ def load_config(source: str | Path | dict | Config | None = None,
     elif source is None:
         raw, name = {}, "config"
     else:
-        raw, name = read_yaml(source), str(source)
+        raw, name = read_config_file(source), str(source)
     cfg = validate(apply_overrides(raw, overrides), name)
     if isinstance(source, (str, Path)):
         cfg.model.arch = ModelConfig.resolve_arch(cfg.model.arch, Path(source).resolve().parent)
     return cfg
+
+
+def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A train config file as a mapping, with its `base: other.yaml` (relative to the file)
+    read first and this file's keys merged on top (mappings key by key, anything else
+    replaced). A user model `file.py:Class` in a base stays relative to the base's folder."""
+    path = Path(path)
+    raw = read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ReslabError(f"{path}: base = {base!r}: expected the path of another config file")
+    here = path.resolve()
+    target = (here.parent / base).resolve()
+    if target in (*chain, here):
+        names = " -> ".join(str(p) for p in (*chain, here, target))
+        raise ReslabError(f"{path}: base: cycle {names}")
+    if not target.is_file():
+        raise ReslabError(f"{path}: base: config file {target} not found")
+    below = read_config_file(target, (*chain, here))
+    model = below.get("model")
+    if isinstance(model, dict) and isinstance(model.get("arch"), str):
+        model["arch"] = ModelConfig.resolve_arch(model["arch"], target.parent)
+    return merge_mappings(below, raw)
+
+
+def merge_mappings(below: dict, above: dict) -> dict:
+    """`above` on top of `below`: nested mappings merged key by key, other values replaced."""
+    out = copy.deepcopy(below)
+    for key, value in above.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_mappings(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import importlib.metadata
 import pkgutil
 import sys
 
 from ..errors import ReslabError
 
-ORDER = ["train", "eval", "predict", "summary", "data", "demo", "sweep", "robustness", "compare",
-         "study", "convert", "report", "lr_find", "export"]
+ORDER = ["train", "eval", "predict", "summary", "config", "data", "demo", "sweep", "robustness",
+         "compare", "study", "convert", "report", "lr_find", "export", "completion"]
 
 
 def _command_modules() -> list:
@@ -23,10 +24,19 @@ def _command_modules() -> list:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reslab", description="Train, sweep, compare and "
                                      "report ResNet image classifiers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _command_modules():
         module.add_parser(sub).set_defaults(_run=module.run)
     return parser
+
+
+def installed_version() -> str:
+    """The installed distribution's version (its metadata, what pip reports)."""
+    try:
+        return importlib.metadata.version("reslab")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
