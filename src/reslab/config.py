@@ -76,9 +76,27 @@ class ProgressiveResizeConfig(Section):
     end_epoch_fraction: float = Field(0.5, gt=0.0, le=1.0)   # full size from here on
 
 
+class CsvColumns(Section):
+    """`data.columns`: the header names of a `source: csv` labels file."""
+    path: str = "path"                                       # image file, relative to data.root
+    label: str = "label"                                     # class name
+    split: str = "split"                                     # optional column: train/val/test
+
+
+class NpzKeys(Section):
+    """`data.arrays`: the array names inside a `source: npz` file."""
+    x: str = "x"                                             # images (N,H,W[,C]) or (N,C,H,W)
+    y: str = "y"                                             # labels 0..K-1
+    split: str = "split"                                     # optional: 0/1/2 or train/val/test
+    classes: str = "classes"                                 # optional: K class names
+
+
 class DataConfig(Section):
-    source: Literal["digits", "cifar10", "folder"] = "digits"
+    source: Literal["digits", "cifar10", "folder", "csv", "npz"] = "digits"
     root: str | None = None
+    labels: str | None = None                                # source csv: the labels file
+    columns: CsvColumns = Field(default_factory=CsvColumns)
+    arrays: NpzKeys = Field(default_factory=NpzKeys)
     download: bool = False
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
@@ -128,8 +146,11 @@ class DataConfig(Section):
     def _fractions(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must be < 1")
-        if self.source in ("folder",) and not self.root:
-            raise ValueError("data.root is required for data.source: folder")
+        if self.source in ("folder", "csv", "npz") and not self.root:
+            raise ValueError(f"data.root is required for data.source: {self.source}")
+        if (self.source == "csv") != (self.labels is not None):
+            raise ValueError("data.labels (a CSV file) goes with data.source: csv, and only "
+                             "with it")
         if self.fold is not None and (self.folds is None or self.fold >= self.folds):
             raise ValueError(f"data.fold = {self.fold}: expected 0 <= fold < data.folds "
                              f"({self.folds})")

@@ -12,12 +12,25 @@ ROWS: dict[str, list[tuple[tuple[str, ...], str, str]]] = {
     "data": [
         (('source',),
          '`digits`',
-         "`digits` (scikit-learn's bundled 8x8 digits), `cifar10` (torchvision format at "
-         '`root`), `folder` (class-folder tree)'),
+         "`digits` (scikit-learn's bundled 8x8 digits), `cifar10` (torchvision format at `root`), "
+         '`folder` (class-folder tree), `csv` (images under `root` named in the `labels` file), '
+         '`npz` (arrays in the `.npz` file `root`)'),
         (('root',),
          '—',
          'dataset directory; a folder is either `train/ [val/ test/]` subfolders or one tree '
-         'split by fractions'),
+         'split by fractions; for `npz` the `.npz` file'),
+        (('labels',),
+         '—',
+         '`csv`: the labels file (relative to `root`), one row per image: its path relative to '
+         '`root`, its class name, optionally its split `train`/`val`/`test` (classes: the '
+         'train rows\' labels in natural order)'),
+        (('columns',),
+         '`{path: path, label: label, split: split}`',
+         '`csv`: the header names of those columns'),
+        (('arrays',),
+         '`{x: x, y: y, split: split, classes: classes}`',
+         '`npz`: array names: uint8 images `(N,H,W)`, `(N,H,W,C)` or `(N,C,H,W)`; labels '
+         '`0..K-1`; optional split (`0/1/2` or `train/val/test`) and class names'),
         (('download',),
          '`false`',
          '`cifar10` only: download when missing (otherwise an error says where to put the '
