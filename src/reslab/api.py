@@ -13,6 +13,7 @@ from .report import write_report
 from .runs.checkpoint import first_line
 from .runs.rundir import RepeatsDir, RunDir
 from .training.repeats import is_fan_out, resume_repeats, run_repeats, summary_line
+from .training.tracking import log_report_artifacts, trackers
 
 
 def train(config=None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -38,8 +39,11 @@ def train(config=None, out: str | Path | None = None, resume: str | Path | None 
     if repeats is not None or folds is not None:
         raise ReslabError("--repeats/--folds go with CONFIG, not with --resume of one run")
     run, result = training.run_training(config, out, resume, overrides, on_epoch, quiet)
-    if int(os.environ.get("RANK", "0")) == 0 and run.read_config().train.report:
+    cfg = run.read_config()
+    if int(os.environ.get("RANK", "0")) == 0 and cfg.train.report:
         write_run_report(run, quiet)
+        if "mlflow" in trackers(cfg):
+            log_report_artifacts(run.path)
     return result
 
 

@@ -272,6 +272,9 @@ class LookaheadConfig(Section):
     alpha: float = Field(0.5, gt=0.0, le=1.0)
 
 
+TrackerName = Literal["tensorboard", "wandb", "mlflow"]
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(128, ge=1, le=65_536)
@@ -305,7 +308,8 @@ class TrainConfig(Section):
     sync_bn: bool = False
     progress: bool | None = None
     tensorboard: bool = True
-    tracking: Literal["tensorboard", "wandb"] = "tensorboard"
+    # One tracker or a list: tensorboard (tb/, on while train.tensorboard), wandb, mlflow.
+    tracking: TrackerName | list[TrackerName] = "tensorboard"
     report: bool = True
     ema: EmaConfig | None = None                             # null: off
     lookahead: LookaheadConfig | None = None                 # null: off

@@ -234,8 +234,9 @@ ROWS: dict[str, list[tuple[tuple[str, ...], str, str]]] = {
          'progress bars (auto: on a terminal)'),
         (('tensorboard', 'tracking'),
          '`true`, `tensorboard`',
-         'TensorBoard logs in `tb/`; `tracking: wandb` logs to Weights & Biases (needs '
-         '`wandb`)'),
+         'TensorBoard curves and an HParams entry (config + result) in `tb/`; `tracking`: '
+         'one of or a list of `tensorboard`, `wandb` (Weights & Biases, needs `reslab[wandb]`), '
+         '`mlflow` (needs `reslab[mlflow]`; see Tracking)'),
         (('report',),
          '`true`',
          'write plots and `report.html` at the end'),

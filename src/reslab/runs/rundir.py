@@ -161,8 +161,16 @@ class RunDir(Directory):
         """Has a checkpoint: --resume continues it (else it restarts from scratch)."""
         return self.last.is_file()
 
+    # metrics.jsonl as a table (rewritten from it each epoch: spreadsheets, pandas, R).
+    metrics_csv = property(lambda self: self.path / "metrics.csv")
+
     def append_metrics(self, row: dict) -> None:
         append_jsonl(self.metrics, row)
+        self._write_metrics_csv(self.read_metrics(warn=False))
+
+    def _write_metrics_csv(self, rows: list[dict]) -> None:
+        header = list(dict.fromkeys(k for r in rows for k in r))
+        write_csv(self.metrics_csv, header, ([r.get(k, "") for k in header] for r in rows))
 
     def read_metrics(self, warn: bool = True) -> list[dict]:
         return read_jsonl(self.metrics, warn=warn)
@@ -173,6 +181,7 @@ class RunDir(Directory):
             return []
         rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
         atomic_write_text(self.metrics, "".join(_jsonl_line(r) for r in rows))
+        self._write_metrics_csv(rows)
         return rows
 
     def read_norm(self) -> dict:
@@ -281,9 +290,14 @@ class SweepDir(Directory):
     best.yaml, factors.md  the best trial's full config; the objective per factor value
     trials/N/              trial N's run directory
     plots/, report.*       Optuna's plots and the trials' curves; the report
+    tb/trial-N/            TensorBoard HParams: trial N's parameters and result
     """
 
     study_txt = property(lambda self: self.path / "study.txt")
+    tb = property(lambda self: self.path / "tb")
+
+    def tb_trial(self, number: int) -> Path:
+        return self.tb / f"trial-{number}"
     study_db = property(lambda self: self.path / "study.db")
     trials_csv = property(lambda self: self.path / "trials.csv")
     best_yaml = property(lambda self: self.path / "best.yaml")
