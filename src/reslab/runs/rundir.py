@@ -41,6 +41,7 @@ from .env import env_differences
 
 MARKER = ".reslab"
 ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
+CIFAR10C_COLUMNS = ("corruption", "severity", "accuracy", "error")
 # `reslab export` formats -> the file name ending under RUN/export/ (after the weights' name).
 # significance.csv: the metric, the pair, then stats.Comparison's fields (difference = a - b,
 # a being the better entry; p_holm: Holm-adjusted over every tested pair of the comparison).
@@ -169,6 +170,9 @@ class RunDir(Directory):
         self._write_metrics_csv(self.read_metrics(warn=False))
 
     def _write_metrics_csv(self, rows: list[dict]) -> None:
+        if not rows:
+            self.metrics_csv.unlink(missing_ok=True)
+            return
         header = list(dict.fromkeys(k for r in rows for k in r))
         write_csv(self.metrics_csv, header, ([r.get(k, "") for k in header] for r in rows))
 
@@ -262,6 +266,22 @@ class RunDir(Directory):
         write_csv(self.robustness_csv, list(ROBUSTNESS_COLUMNS),
                   ([r.get(k, "") for k in ROBUSTNESS_COLUMNS] for r in rows))
         atomic_write_text(self.robustness_md, markdown)
+
+    # Written by `robustness --cifar10c`: accuracy and error per corruption and severity.
+    cifar10c_csv = property(lambda self: self.path / "cifar10c.csv")
+    cifar10c_md = property(lambda self: self.path / "cifar10c.md")
+
+    def write_cifar10c(self, rows: list[dict], markdown: str) -> None:
+        write_csv(self.cifar10c_csv, list(CIFAR10C_COLUMNS),
+                  ([r[k] for k in CIFAR10C_COLUMNS] for r in rows))
+        atomic_write_text(self.cifar10c_md, markdown)
+
+    def read_cifar10c(self) -> list[dict] | None:
+        if not self.cifar10c_csv.is_file():
+            return None
+        return [{"corruption": r["corruption"], "severity": int(r["severity"]),
+                 "accuracy": float(r["accuracy"]), "error": float(r["error"])}
+                for r in read_csv(self.cifar10c_csv)]
 
     def read_robustness(self) -> list[dict]:
         """Rows with typed values; `mode` is display/raw (files older than the column: '')."""
