@@ -231,7 +231,7 @@ ROWS: dict[str, list[tuple[tuple[str, ...], str, str]]] = {
          'synchronised BatchNorm under DDP'),
         (('progress',),
          'auto',
-         'progress bars (auto: on a terminal)'),
+         'progress bars (auto: on a terminal or in a Jupyter notebook)'),
         (('tensorboard', 'tracking'),
          '`true`, `tensorboard`',
          'TensorBoard curves and an HParams entry (config + result) in `tb/`; `tracking`: '

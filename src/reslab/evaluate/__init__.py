@@ -2,11 +2,13 @@
 loose images. Channels follow the model: grey and RGB images are converted to what it saw."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import CallablePackage
 from ..data import ImageSet, decode_listing, load_data
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
@@ -98,3 +100,8 @@ def predict_paths(path: str | Path, images: str | Path) -> list[dict]:
     conf, pred = logits.softmax(1).max(1)
     return [{"path": p, "label": lr.classes[i], "confidence": float(c)}
             for p, i, c in zip(data.paths, pred.tolist(), conf.tolist())]
+
+
+# `reslab.evaluate(...)` / `reslab.sweep(...)` keep working once this package is imported (it
+# replaces the top-level function of the same name): the package calls through to it.
+sys.modules[__name__].__class__ = CallablePackage
