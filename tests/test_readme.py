@@ -1,6 +1,7 @@
 """README.md as a test: its config reference names every config key (a new key without a row
-fails), and every command block of README.md and examples/*/README.md runs from a fresh clone,
-read from the Markdown itself so an edited README is re-checked."""
+fails) and its tables are the ones `reslab config --defaults --markdown` prints (one source),
+and every command block of README.md and examples/*/README.md runs from a fresh clone, read
+from the Markdown itself so an edited README is re-checked."""
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ from markdown_it import MarkdownIt
 from pydantic import BaseModel
 
 from reslab.config import Config
+from reslab.config_reference import markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -50,6 +52,15 @@ def test_every_config_key_has_a_row_in_its_section():
                 if not re.search(rf"\b{inner}\b", table):
                     missing.append(f"{name}.{key}.{inner}")
     assert missing == []
+
+
+def test_reference_tables_are_generated_from_config_reference():
+    """Regenerate with `reslab config --defaults --markdown` after editing
+    src/reslab/config_reference.py."""
+    text = README.read_text()
+    for name in ("data", "model", "train"):
+        table = section(text, name)
+        assert markdown_table(name) in table, f"README ### `{name}` differs from config_reference"
 
 
 # ---------------------------------------------------------------- every command block runs

@@ -99,9 +99,27 @@ class ProgressiveResizeConfig(Section):
     end_epoch_fraction: float = Field(0.5, gt=0.0, le=1.0)   # full size from here on
 
 
+class CsvColumns(Section):
+    """`data.columns`: the header names of a `source: csv` labels file."""
+    path: str = "path"                                       # image file, relative to data.root
+    label: str = "label"                                     # class name
+    split: str = "split"                                     # optional column: train/val/test
+
+
+class NpzKeys(Section):
+    """`data.arrays`: the array names inside a `source: npz` file."""
+    x: str = "x"                                             # images (N,H,W[,C]) or (N,C,H,W)
+    y: str = "y"                                             # labels 0..K-1
+    split: str = "split"                                     # optional: 0/1/2 or train/val/test
+    classes: str = "classes"                                 # optional: K class names
+
+
 class DataConfig(Section):
-    source: Literal["digits", "cifar10", "folder"] = "digits"
+    source: Literal["digits", "cifar10", "folder", "csv", "npz"] = "digits"
     root: str | None = None
+    labels: str | None = None                                # source csv: the labels file
+    columns: CsvColumns = Field(default_factory=CsvColumns)
+    arrays: NpzKeys = Field(default_factory=NpzKeys)
     download: bool = False
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
@@ -154,8 +172,11 @@ class DataConfig(Section):
     def _fractions(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must be < 1")
-        if self.source in ("folder",) and not self.root:
-            raise ValueError("data.root is required for data.source: folder")
+        if self.source in ("folder", "csv", "npz") and not self.root:
+            raise ValueError(f"data.root is required for data.source: {self.source}")
+        if (self.source == "csv") != (self.labels is not None):
+            raise ValueError("data.labels (a CSV file) goes with data.source: csv, and only "
+                             "with it")
         if self.fold is not None and (self.folds is None or self.fold >= self.folds):
             raise ValueError(f"data.fold = {self.fold}: expected 0 <= fold < data.folds "
                              f"({self.folds})")
@@ -277,6 +298,9 @@ class LookaheadConfig(Section):
     alpha: float = Field(0.5, gt=0.0, le=1.0)
 
 
+TrackerName = Literal["tensorboard", "wandb", "mlflow"]
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(128, ge=1, le=65_536)
@@ -310,7 +334,8 @@ class TrainConfig(Section):
     sync_bn: bool = False
     progress: bool | None = None
     tensorboard: bool = True
-    tracking: Literal["tensorboard", "wandb"] = "tensorboard"
+    # One tracker or a list: tensorboard (tb/, on while train.tensorboard), wandb, mlflow.
+    tracking: TrackerName | list[TrackerName] = "tensorboard"
     report: bool = True
     ema: EmaConfig | None = None                             # null: off
     lookahead: LookaheadConfig | None = None                 # null: off
@@ -622,8 +647,45 @@ def load_config(source: str | Path | dict | Config | None = None,
     elif source is None:
         raw, name = {}, "config"
     else:
-        raw, name = read_yaml(source, allow_empty=allow_empty), str(source)
+        raw, name = read_config_file(source, allow_empty=allow_empty), str(source)
     cfg = validate(apply_overrides(raw, overrides), name)
     if isinstance(source, (str, Path)):
         cfg.model.arch = ModelConfig.resolve_arch(cfg.model.arch, Path(source).resolve().parent)
     return cfg
+
+
+def read_config_file(path: str | Path, chain: tuple[Path, ...] = (),
+                     allow_empty: bool = True) -> dict:
+    """A train config file as a mapping, with its `base: other.yaml` (relative to the file)
+    read first and this file's keys merged on top (mappings key by key, anything else
+    replaced). A user model `file.py:Class` in a base stays relative to the base's folder."""
+    path = Path(path)
+    raw = read_yaml(path, allow_empty=allow_empty)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ReslabError(f"{path}: base = {base!r}: expected the path of another config file")
+    here = path.resolve()
+    target = (here.parent / base).resolve()
+    if target in (*chain, here):
+        names = " -> ".join(str(p) for p in (*chain, here, target))
+        raise ReslabError(f"{path}: base: cycle {names}")
+    if not target.is_file():
+        raise ReslabError(f"{path}: base: config file {target} not found")
+    below = read_config_file(target, (*chain, here))
+    model = below.get("model")
+    if isinstance(model, dict) and isinstance(model.get("arch"), str):
+        model["arch"] = ModelConfig.resolve_arch(model["arch"], target.parent)
+    return merge_mappings(below, raw)
+
+
+def merge_mappings(below: dict, above: dict) -> dict:
+    """`above` on top of `below`: nested mappings merged key by key, other values replaced."""
+    out = copy.deepcopy(below)
+    for key, value in above.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_mappings(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

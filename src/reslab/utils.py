@@ -10,6 +10,7 @@ import re
 import stat
 import sys
 import tempfile
+import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,3 +151,12 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS / Windows
         return os.cpu_count() or 1
+
+
+class CallablePackage(types.ModuleType):
+    """A package that can be called like the top-level function of the same name it replaces
+    once imported (`reslab.evaluate(...)`, `reslab.sweep(...)`): it calls its module-level
+    `__call_target__`."""
+
+    def __call__(self, *args, **kwargs):
+        return self.__call_target__(*args, **kwargs)

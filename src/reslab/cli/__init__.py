@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import importlib.metadata
 import os
 import sys
 import threading
@@ -29,6 +30,8 @@ COMMANDS = {
     "report": ("report", "write the HTML + Markdown report of any directory reslab wrote"),
     "lr-find": ("lr_find", "LR range test: suggest a learning rate for a config"),
     "export": ("export", "export a run's model to ONNX, TorchScript or safetensors"),
+    "config": ("config", "print the resolved config train would run, or every key's default"),
+    "completion": ("completion", "print a bash or zsh completion script for reslab"),
 }
 
 
@@ -37,6 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     by name and help line)."""
     parser = argparse.ArgumentParser(prog="reslab", description="Train, sweep, compare and "
                                      "report ResNet image classifiers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_line) in COMMANDS.items():
         if command not in (None, name):
@@ -51,6 +55,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def command_of(argv: list[str]) -> str | None:
     """The command named on the line ('' when none is: only the listing is needed)."""
     return next((a for a in argv if not a.startswith("-")), "")
+
+
+def installed_version() -> str:
+    """The installed distribution's version (its metadata, what pip reports)."""
+    try:
+        return importlib.metadata.version("reslab")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

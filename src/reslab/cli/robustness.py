@@ -1,8 +1,10 @@
-"""reslab robustness RUN_DIR [--data-root PATH] [--suite seed|corruptions|all] [--raw]"""
+"""reslab robustness RUN_DIR [--data-root PATH] [--suite seed|corruptions|all] [--raw]
+| --cifar10c DIR [--baseline RUN]"""
 from __future__ import annotations
 
 import argparse
 
+from ..errors import ReslabError
 from ._parsers import command_parser, show_table
 
 SUITES = ("seed", "corruptions", "all")
@@ -21,7 +23,14 @@ original study did, in the units of the files the images were decoded from: 8-bi
 levels of 255 (saturating at 0 and 255), 16-bit files in levels of 65535 (+50 = 0.00076 of full
 scale; saturating at 0 and 65535), float files (EXR, float TIFF) on the stored value itself
 (+50 on a log value; unclamped). Grey images are repeated to RGB, perturbed and averaged back
-to one channel."""
+to one channel.
+
+--cifar10c DIR evaluates the run on the released CIFAR-10-C arrays instead (labels.npy and
+<corruption>.npy, 5 severities of n images stacked; the 15 benchmark and 4 extra corruptions,
+those present): accuracy per corruption and severity, corruption error CE per corruption and
+mCE over the benchmark's 15 (Hendrycks & Dietterich 2019): CE = sum of errors over severities
+divided by the --baseline run's on the same arrays, or without --baseline the mean error over
+severities. Writes cifar10c.csv and cifar10c.md into RUN_DIR."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -43,7 +52,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "display space")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random corruptions' noise (default 0)")
+    p.add_argument("--cifar10c", metavar="DIR",
+                   help="evaluate on the released CIFAR-10-C arrays in DIR instead (labels.npy, "
+                   "<corruption>.npy): accuracy per corruption and severity, CE and mCE")
+    p.add_argument("--baseline", metavar="RUN",
+                   help="with --cifar10c: normalise each corruption's errors by this run's "
+                   "(the paper's mCE); without it CE is the unnormalised mean error")
     return p
+
+
+def run_cifar10c_command(args: argparse.Namespace) -> int:
+    from ..evaluate.cifar10c import run_cifar10c
+
+    rows, summary = run_cifar10c(args.run_dir, args.cifar10c, args.baseline)
+    show_table(["corruption", "severity", "accuracy", "error"],
+               [[r["corruption"], str(r["severity"]), f"{r['accuracy']:.4f}",
+                 f"{r['error']:.4f}"] for r in rows], title="CIFAR-10-C")
+    how = f"relative to {args.baseline}" if args.baseline else "unnormalised"
+    if summary["mce"] is not None:
+        print(f"mCE {summary['mce']:.4f} ({how})")
+    print(f"cifar10c: {args.run_dir}/cifar10c.csv, cifar10c.md")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from ..report.plots import plot_robustness
     from ..runs.rundir import RunDir
 
+    if args.baseline and not args.cifar10c:
+        raise ReslabError("--baseline goes with --cifar10c DIR")
+    if args.cifar10c:
+        return run_cifar10c_command(args)
     rows = run_robustness(args.run_dir, args.data_root, args.suite, args.raw, args.seed)
     run = RunDir(args.run_dir)
     csv, md = run.robustness_files(rows[0]["mode"])

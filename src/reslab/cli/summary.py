@@ -26,7 +26,7 @@ def data_shape(cfg) -> tuple[int, int, int]:
         return cfg.model.num_classes, 3, size or 32
     if cfg.model.num_classes and size:
         return cfg.model.num_classes, 3, size
-    if cfg.data.source == "folder":
+    if cfg.data.source in ("folder", "csv"):
         # List the tree and read one image header: no decoding of the whole dataset.
         from ..data.imageio import image_size
         from ..data.sources import load_listing

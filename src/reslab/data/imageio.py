@@ -15,6 +15,7 @@ working on numpy arrays and torch tensors alike.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import struct
 import sys
@@ -133,12 +134,12 @@ def _header_size(path: Path, kind: str) -> tuple[int, int, int]:
     if kind == "jpeg":
         return (*_jpeg_size(path), 1)
     if kind == "tiff":
-        import tifffile
+        tifffile = hdr_module("tifffile")
 
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             return page.imagelength, page.imagewidth, max(1, page.imagedepth)
-    import OpenEXR
+    OpenEXR = hdr_module("OpenEXR")
 
     lo, hi = OpenEXR.File(str(path), header_only=True).header()["dataWindow"]
     return int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1), 1
@@ -208,7 +209,7 @@ def _read_png16(path: Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path, pixels: int = 0) -> np.ndarray:
-    import tifffile
+    tifffile = hdr_module("tifffile")
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
@@ -229,7 +230,7 @@ def _read_tiff(path: Path, pixels: int = 0) -> np.ndarray:
 
 
 def _read_exr(path: Path, pixels: int = 0) -> np.ndarray:
-    import OpenEXR
+    OpenEXR = hdr_module("OpenEXR")
 
     channels = OpenEXR.File(str(path)).channels()
     name = next((n for n in ("RGB", "RGBA", "Y") if n in channels), None)
@@ -358,7 +359,7 @@ def _png16_bytes(arr: np.ndarray) -> bytes:
 
 
 def _write_exr(tmp: Path, arr: np.ndarray) -> None:
-    import OpenEXR
+    OpenEXR = hdr_module("OpenEXR")
 
     name = {2: "Y", 3: "RGB", 4: "RGBA"}[arr.ndim if arr.ndim == 2 else arr.shape[2]]
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
@@ -386,7 +387,7 @@ def write_image(path: str | os.PathLike, arr: np.ndarray) -> None:
         if ext == ".exr":
             _write_exr(tmp, arr)
         elif ext in (".tif", ".tiff"):
-            import tifffile
+            tifffile = hdr_module("tifffile")
 
             rgb = arr.ndim == 3 and arr.shape[2] in (3, 4)
             tifffile.imwrite(tmp, arr, photometric="rgb" if rgb else "minisblack",
@@ -448,3 +449,12 @@ def log_to_linear(y: Any) -> Any:
     y = np.asarray(y)
     y = y if np.issubdtype(y.dtype, np.floating) else y.astype(np.float32)
     return _finish(np.maximum(np.exp(y) - LOG_EPS, 0))
+
+
+def hdr_module(name: str):
+    """tifffile / OpenEXR, the optional `hdr` extra: a one-line error naming it when missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ReslabError(f"reading or writing {'TIFF' if name == 'tifffile' else 'EXR'} images "
+                          f"needs the {name} package: pip install 'reslab[hdr]'") from None

@@ -101,6 +101,12 @@ def preview_info(classes: list[str], sample_rows: list[str], augmented_rows: lis
 def file_summary(source: str, splits: dict[str, ImageSet], max_pixels: int) -> dict:
     """{format, bit depth, size} rows of the source: from its description for array sources,
     else from an evenly spread sample of its files."""
+    if source == "npz":  # arrays of any size: described from what was loaded
+        _, _, height, width = next(iter(splits.values())).images.shape
+        total = sum(len(s) for s in splits.values())
+        return {"formats": [{"format": "NumPy .npz arrays", "bit_depth": "8-bit",
+                             "files": total}],
+                "sizes": [{"size": f"{width}x{height}", "files": total}], "sampled": None}
     if source in ARRAY_SOURCES:
         what, depth, size = ARRAY_SOURCES[source]
         total = sum(len(s) for s in splits.values())

@@ -1,12 +1,14 @@
-"""Where images come from: digits (bundled), CIFAR-10 (torchvision format), image folders.
+"""Where images come from: digits (bundled), CIFAR-10 (torchvision format), image folders,
+a CSV labels file naming images under a root, arrays in a .npz file.
 
-Each source yields a `Listing`: either decoded arrays (digits, CIFAR-10) or a list of files
-(folder) that the cache decodes once. Class names are folder names in natural order, so a
+Each source yields a `Listing`: either decoded arrays (digits, CIFAR-10, npz) or a list of files
+(folder, csv) that the cache decodes once. Class names are folder names in natural order, so a
 label never depends on how another folder happens to sort.
 """
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,4 +199,151 @@ def load_listing(cfg: DataConfig) -> Listing:
         return load_digits_listing()
     if cfg.source == "cifar10":
         return load_cifar10_listing(cfg)
+    if cfg.source == "csv":
+        return load_csv_listing(cfg)
+    if cfg.source == "npz":
+        return load_npz_listing(cfg)
     return load_folder_listing(cfg)
+
+
+# --------------------------------------------------------------------------- csv, npz
+def labels_file(cfg: DataConfig) -> Path:
+    """data.labels: absolute, or relative to data.root."""
+    path = Path(cfg.labels).expanduser()
+    return path if path.is_absolute() else Path(cfg.root).expanduser() / path
+
+
+def load_csv_listing(cfg: DataConfig) -> Listing:
+    """Images named in a CSV file (columns data.columns.path, .label, optional .split), paths
+    relative to data.root. Rows are ordered by class, then path, as a class-folder tree of the
+    same files lists them, so a CSV and a folder of the same images train the same run."""
+    root, table = Path(cfg.root).expanduser(), labels_file(cfg)
+    if not root.is_dir():
+        raise ReslabError(f"data.root: {root} does not exist or is not a directory")
+    rows = read_label_rows(table, cfg.columns)
+    names = natural_sorted({label for _, label, _ in rows})
+    splits = [s for _, _, s in rows]
+    if len(names) < 2:
+        raise ReslabError(f"{table}: {len(names)} class in column {cfg.columns.label!r}; "
+                          "expected at least 2")
+    if any(s is not None for s in splits):
+        names = _train_classes(table, rows, cfg.columns.label)
+    base = root.resolve()
+    entries = []
+    for line, (rel, label, split) in enumerate(rows, start=2):
+        entries.append((names.index(label), natural_key(rel), _file_in_root(root, base, rel,
+                        f"{table} line {line}"), split))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    if cfg.max_per_class:
+        seen = Counter()
+        entries = [e for e in entries if seen.update([e[0]]) or seen[e[0]] <= cfg.max_per_class]
+    split = None if splits[0] is None else np.asarray([SPLITS.index(e[3]) for e in entries],
+                                                      np.int8)
+    return Listing(names, np.asarray([e[0] for e in entries], np.int64), split,
+                   files=[e[2] for e in entries], root=root)
+
+
+def read_label_rows(table: Path, columns) -> list[tuple[str, str, str | None]]:
+    """(path, label, split or None) per row of the labels CSV; one-line errors."""
+    import csv
+
+    if not table.is_file():
+        raise ReslabError(f"data.labels: {table} not found")
+    with open(table, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in (columns.path, columns.label) if c not in header]
+        if missing:
+            raise ReslabError(f"{table}: no column {missing[0]!r} (header: {', '.join(header)}; "
+                              "set data.columns.path / .label)")
+        has_split = columns.split in header
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            rel, label = (row[columns.path] or "").strip(), (row[columns.label] or "").strip()
+            split = (row[columns.split] or "").strip() if has_split else None
+            if not rel or not label:
+                raise ReslabError(f"{table} line {line}: empty {columns.path!r} or "
+                                  f"{columns.label!r}")
+            if split is not None and split not in SPLITS:
+                raise ReslabError(f"{table} line {line}: {columns.split} = {split!r}: expected "
+                                  "train, val or test")
+            rows.append((rel, label, split))
+    if not rows:
+        raise ReslabError(f"{table}: no rows")
+    return rows
+
+
+def _train_classes(table: Path, rows: list, column: str) -> list[str]:
+    """With a split column the classes are the train rows' labels; others are unknown."""
+    names = natural_sorted({label for _, label, split in rows if split == "train"})
+    for line, (_, label, _) in enumerate(rows, start=2):
+        if label not in names:
+            raise ReslabError(f"{table} line {line}: unknown label {label!r} in {column!r} (the "
+                              f"classes are the train rows' labels: {', '.join(names)})")
+    return names
+
+
+def _file_in_root(root: Path, base: Path, rel: str, where: str) -> Path:
+    path = root / rel
+    if not path.resolve().is_relative_to(base):
+        raise ReslabError(f"{where}: {rel} is outside data.root {root}")
+    if not path.is_file():
+        raise ReslabError(f"{where}: image {path} not found")
+    return path
+
+
+def load_npz_listing(cfg: DataConfig) -> Listing:
+    """Decoded images in a .npz file (data.root): x uint8 (N,H,W), (N,H,W,C) or (N,C,H,W);
+    y labels 0..K-1; optional split (0/1/2 or train/val/test) and classes (K names)."""
+    path, keys = Path(cfg.root).expanduser(), cfg.arrays
+    if not path.is_file():
+        raise ReslabError(f"data.root: {path} not found (source npz: a .npz file)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            found = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as err:
+        raise ReslabError(f"data.root: {path}: not a readable .npz file ({err})") from None
+    for key in (keys.x, keys.y):
+        if key not in found:
+            raise ReslabError(f"{path}: no array {key!r} (arrays: {', '.join(found)}; set "
+                              "data.arrays.x / .y)")
+    images, labels = _npz_images(path, found[keys.x], keys.x), found[keys.y]
+    if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+        raise ReslabError(f"{path}: {keys.y} has shape {labels.shape} ({labels.dtype}); "
+                          f"expected {len(images)} integer labels")
+    names = ([str(c) for c in found[keys.classes]] if keys.classes in found
+             else [str(i) for i in range(int(labels.max()) + 1)])
+    bad = labels[(labels < 0) | (labels >= len(names))]
+    if bad.size:
+        raise ReslabError(f"{path}: unknown label {int(bad[0])} in {keys.y} (expected 0.."
+                          f"{len(names) - 1}, one per class of {keys.classes!r})")
+    split = _npz_split(path, found.get(keys.split), len(images), keys.split)
+    return Listing(names, labels.astype(np.int64), split, arrays=images, root=path)
+
+
+def _npz_images(path: Path, x: np.ndarray, key: str) -> np.ndarray:
+    """(N,C,H,W) uint8 from the layouts arrays come in."""
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise ReslabError(f"{path}: {key} is {x.dtype} {x.shape}; expected uint8 images "
+                          "(N,H,W), (N,H,W,C) or (N,C,H,W) with C 1 or 3")
+    if x.ndim == 3:
+        return np.ascontiguousarray(x[:, None])
+    if x.shape[-1] in (1, 3):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if x.shape[1] in (1, 3):
+        return np.ascontiguousarray(x)
+    raise ReslabError(f"{path}: {key} has shape {x.shape}; expected 1 or 3 channels first or "
+                      "last")
+
+
+def _npz_split(path: Path, split: np.ndarray | None, n: int, key: str) -> np.ndarray | None:
+    if split is None:
+        return None
+    if split.shape == (n,) and split.dtype.kind in "US":
+        split = split.astype(str)
+        known = np.isin(split, SPLITS)
+        if known.all():
+            return np.asarray([SPLITS.index(s) for s in split], np.int8)
+    elif split.shape == (n,) and split.dtype.kind in "iu" and np.isin(split, (0, 1, 2)).all():
+        return split.astype(np.int8)
+    raise ReslabError(f"{path}: {key} must hold {n} values 0/1/2 or train/val/test")

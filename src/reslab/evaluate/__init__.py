@@ -16,6 +16,7 @@ from ..errors import ReslabError
 from ..runs.infer import confusion_matrix, loss_and_accuracy
 from ..runs.loaded import LoadedRun, load_run
 from ..runs.metrics import classification_metrics
+from ..utils import CallablePackage
 
 
 def labeled_tree(lr: LoadedRun, root: Path) -> ImageSet:
@@ -166,3 +167,9 @@ def _is_predictions_csv(path: Path) -> bool:
             return f.readline().strip() == PREDICTIONS_HEADER
     except (OSError, UnicodeDecodeError):
         return False
+
+
+# `reslab.evaluate(...)` / `reslab.sweep(...)` keep working once this package is imported (it
+# replaces the top-level function of the same name): the package calls through to it.
+__call_target__ = evaluate_run
+sys.modules[__name__].__class__ = CallablePackage

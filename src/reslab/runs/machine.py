@@ -54,6 +54,17 @@ def apply_machine(cfg: Config, device: torch.device, overrides: list[str] | None
     if not cfg.machine:
         return cfg, None
     name = machine_class(device)
+    out, applied = apply_machine_class(cfg, name, overrides)
+    chosen = cfg.machine.get(name, {}) if name else {}
+    return out, describe(name, device, applied, [k for k in chosen if k not in applied])
+
+
+def apply_machine_class(cfg: Config, name: str | None, overrides: list[str] | None = None
+                        ) -> tuple[Config, dict]:
+    """-> (cfg with the set of machine class `name` applied, the keys and values applied):
+    what a new run on a machine of that class trains (`reslab config --machine` shows it)."""
+    if not cfg.machine:
+        return cfg, {}
     chosen = cfg.machine.get(name, {}) if name else {}
     explicit = [item.partition("=")[0].strip() for item in overrides or []]
     applied = {k: v for k, v in chosen.items() if not any(overlaps(k, e) for e in explicit)}
@@ -61,8 +72,7 @@ def apply_machine(cfg: Config, device: torch.device, overrides: list[str] | None
     for key, value in applied.items():
         set_key(raw, key, value)
     raw["machine"] = {name: applied} if applied else {}
-    out = validate(raw, f"machine.{name}")
-    return out, describe(name, device, applied, [k for k in chosen if k not in applied])
+    return validate(raw, f"machine.{name}"), applied
 
 
 def describe(name: str | None, device: torch.device, applied: dict, kept: list[str]) -> str:

@@ -44,6 +44,7 @@ from .env import env_differences
 MARKER = ".reslab"
 ROBUSTNESS_COLUMNS = ("perturbation", "severity", "accuracy", "drop", "mode")
 ROBUSTNESS_MODES = ("display", "raw")
+CIFAR10C_COLUMNS = ("corruption", "severity", "accuracy", "error")
 # `reslab export` formats -> the file name ending under RUN/export/ (after the weights' name).
 # significance.csv: the metric, the pair, then stats.Comparison's fields (difference = a - b,
 # a being the better entry; p_holm: Holm-adjusted over every tested pair of the comparison).
@@ -241,8 +242,19 @@ class RunDir(Directory):
         """Has a checkpoint: --resume continues it (else it restarts from scratch)."""
         return self.last.is_file()
 
+    # metrics.jsonl as a table (rewritten from it each epoch: spreadsheets, pandas, R).
+    metrics_csv = property(lambda self: self.path / "metrics.csv")
+
     def append_metrics(self, row: dict) -> None:
         append_jsonl(self.metrics, row)
+        self._write_metrics_csv(self.read_metrics(warn=False))
+
+    def _write_metrics_csv(self, rows: list[dict]) -> None:
+        if not rows:
+            self.metrics_csv.unlink(missing_ok=True)
+            return
+        header = list(dict.fromkeys(k for r in rows for k in r))
+        write_csv(self.metrics_csv, header, ([r.get(k, "") for k in header] for r in rows))
 
     def read_metrics(self, warn: bool = True) -> list[dict]:
         try:
@@ -262,6 +274,7 @@ class RunDir(Directory):
             return []
         rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
         atomic_write_text(self.metrics, "".join(_jsonl_line(r) for r in rows))
+        self._write_metrics_csv(rows)
         return rows
 
     def read_norm(self) -> dict:
@@ -344,6 +357,22 @@ class RunDir(Directory):
         stem = "robustness-raw" if mode == "raw" else "robustness"
         return self.path / f"{stem}.csv", self.path / f"{stem}.md"
 
+    # Written by `robustness --cifar10c`: accuracy and error per corruption and severity.
+    cifar10c_csv = property(lambda self: self.path / "cifar10c.csv")
+    cifar10c_md = property(lambda self: self.path / "cifar10c.md")
+
+    def write_cifar10c(self, rows: list[dict], markdown: str) -> None:
+        write_csv(self.cifar10c_csv, list(CIFAR10C_COLUMNS),
+                  ([r[k] for k in CIFAR10C_COLUMNS] for r in rows))
+        atomic_write_text(self.cifar10c_md, markdown)
+
+    def read_cifar10c(self) -> list[dict] | None:
+        if not self.cifar10c_csv.is_file():
+            return None
+        return [{"corruption": r["corruption"], "severity": int(r["severity"]),
+                 "accuracy": float(r["accuracy"]), "error": float(r["error"])}
+                for r in read_csv(self.cifar10c_csv)]
+
     def robustness_modes(self) -> list[str]:
         """The modes with results here, display first."""
         return [m for m in ROBUSTNESS_MODES if self.read_robustness(m)]
@@ -395,9 +424,14 @@ class SweepDir(Directory):
     best.yaml, factors.md  the best trial's full config; the objective per factor value
     trials/N/              trial N's run directory
     plots/, report.*       Optuna's plots and the trials' curves; the report
+    tb/trial-N/            TensorBoard HParams: trial N's parameters and result
     """
 
     study_txt = property(lambda self: self.path / "study.txt")
+    tb = property(lambda self: self.path / "tb")
+
+    def tb_trial(self, number: int) -> Path:
+        return self.tb / f"trial-{number}"
     study_db = property(lambda self: self.path / "study.db")
     trials_csv = property(lambda self: self.path / "trials.csv")
     best_yaml = property(lambda self: self.path / "best.yaml")

@@ -33,7 +33,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..config import Config, ModelConfig, fan_out_keys, parse_mapping, read_yaml, set_key, validate
+from ..config import (
+    Config,
+    ModelConfig,
+    fan_out_keys,
+    parse_mapping,
+    read_config_file,
+    read_yaml,
+    set_key,
+    validate,
+)
 from ..data.convert import TARGETS
 from ..errors import ReslabError
 from ..evaluate.robustness import SUITE_CHOICES
@@ -200,7 +209,7 @@ def _base_raw(spec: StudySpec, path: Path) -> dict:
         raw, folder = copy.deepcopy(spec.base), path.parent
     else:
         base_path = path.parent / spec.base
-        raw, folder = read_yaml(base_path), base_path.parent
+        raw, folder = read_config_file(base_path), base_path.parent
     arch = (raw.get("model") or {}).get("arch")
     if isinstance(arch, str):
         raw["model"]["arch"] = ModelConfig.resolve_arch(arch, folder)

@@ -6,6 +6,9 @@ factor at a time), budget constraints before compute, pruning, shared storages a
 """
 from __future__ import annotations
 
+import sys
+
+from ..utils import CallablePackage
 from .spec import Sweep, SweepSpec, load_sweep
 
 __all__ = ["Sweep", "SweepSpec", "load_sweep", "run_sweep"]
@@ -16,3 +19,9 @@ def run_sweep(*args, **kwargs):
     from .run import run_sweep as _run
 
     return _run(*args, **kwargs)
+
+
+# `reslab.evaluate(...)` / `reslab.sweep(...)` keep working once this package is imported (it
+# replaces the top-level function of the same name): the package calls through to it.
+__call_target__ = run_sweep
+sys.modules[__name__].__class__ = CallablePackage

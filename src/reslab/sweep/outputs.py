@@ -1,5 +1,5 @@
-"""What a sweep writes into its directory: the trials table, best.yaml and the factors
-summary (plots are in plots.py); the file names live in `SweepDir`."""
+"""What a sweep writes into its directory: the trials table, best.yaml, the factors summary
+and the trials' TensorBoard HParams entries (plots: plots.py); file names live in `SweepDir`."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..runs.rundir import SweepDir
+from ..training.tracking import TensorBoardLog, final_metrics
+from ..utils import read_json
 from .spec import Sweep
 
 CSV_COLUMNS = ["number", "state", "value", "reason", "seconds", "device"]
@@ -133,3 +135,22 @@ def _groups(key: str, done: list[FrozenTrial], sweep: Sweep) -> list[tuple[str, 
 def _sort_key(v: Any) -> tuple:
     return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) \
         else (1, 0.0, str(v))
+
+
+def write_trial_hparams(sweep_dir: SweepDir, trials: list[FrozenTrial], sweep: Sweep) -> None:
+    """SWEEP/tb/trial-N/: one TensorBoard HParams entry per finished trial (its swept values
+    and its result.json, or the objective for a trial that reused another's result), so that
+    `tensorboard --logdir SWEEP/tb` shows the table and parallel coordinates. Written once per
+    trial; a resumed sweep adds the new ones."""
+    for t in trials:
+        folder = sweep_dir.tb_trial(t.number)
+        if t.state != TrialState.COMPLETE or folder.is_dir():
+            continue
+        result_path = sweep_dir.trial(t.number).result
+        metrics = final_metrics(read_json(result_path)) if result_path.is_file() else {}
+        metrics.setdefault(sweep.spec.objective.metric, float(t.value))
+        params = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                  for k, v in t.params.items()}
+        log = TensorBoardLog(folder)
+        log.add_hparams(params, metrics)
+        log.close()

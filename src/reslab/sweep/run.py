@@ -12,6 +12,7 @@ from ..execute import ExecOptions
 from ..execute.slots import worker_slots
 from ..report import write_report
 from ..runs.rundir import SweepDir, safe_name
+from ..training.tracking import finish_parent_run, start_parent_run, trackers
 from ..utils import available_cores
 from .confirm import Confirmation, confirm, confirm_rows, confirmed_best
 from .monitor import Monitor, retry_map
@@ -21,6 +22,7 @@ from .outputs import (
     fmt_value,
     write_best_yaml,
     write_factors_md,
+    write_trial_hparams,
     write_trials_csv,
 )
 from .plots import write_plots
@@ -58,16 +60,13 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
               f"trial(s) queued, {len(slots)} worker(s) x {threads} thread(s){gpu_note(slots)}; "
               f"directory {sweep_dir.path}", flush=True)
         job = WorkerJob(sweep, sweep_dir, url, name, threads)
+        parent = start_parent_run(name, sweep_dir.path) if "mlflow" in trackers(sweep.base) \
+            else None
         try:
-            with Monitor(url, name, sweep):
-                # Always in worker processes: a native crash in a trial must not end the sweep.
-                lost = run_processes(job, slots, study)
-            confirmed = maybe_confirm(study, sweep, sweep_dir, options)
-        except KeyboardInterrupt:
-            # Keep what finished; re-running the command resumes the rest.
-            write_outputs(sweep_dir, study, sweep)
-            raise
-        write_outputs(sweep_dir, study, sweep, confirmed)
+            lost = run_and_write(job, slots, study, sweep, sweep_dir, options)
+        finally:
+            if parent is not None:  # the trials' MLflow runs are nested under this one
+                finish_parent_run(parent, [sweep_dir.trials_csv, sweep_dir.best_yaml])
     for line in lost:
         print(f"reslab sweep: warning: {line}", file=sys.stderr)
     return sweep_dir.path
@@ -76,6 +75,22 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
 def gpu_note(slots: list[dict[str, str]]) -> str:
     gpus = [s["CUDA_VISIBLE_DEVICES"] for s in slots if "CUDA_VISIBLE_DEVICES" in s]
     return f" on GPU(s) {', '.join(gpus)}" if gpus else ""
+
+
+def run_and_write(job: WorkerJob, slots: list[dict[str, str]], study: optuna.Study,
+                  sweep: Sweep, sweep_dir: SweepDir, options: ExecOptions) -> list[str]:
+    """Run the trials (and the confirmation) and write the outputs; -> lost-worker lines."""
+    try:
+        with Monitor(job.url, job.study_name, sweep):
+            # Always in worker processes: a native crash in a trial must not end the sweep.
+            lost = run_processes(job, slots, study)
+        confirmed = maybe_confirm(study, sweep, sweep_dir, options)
+    except KeyboardInterrupt:
+        # Keep what finished; re-running the command resumes the rest.
+        write_outputs(sweep_dir, study, sweep)
+        raise
+    write_outputs(sweep_dir, study, sweep, confirmed)
+    return lost
 
 
 def maybe_confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir,
@@ -102,6 +117,7 @@ def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep,
         best = chosen.trial if chosen is not None else best
     best_path = write_best_yaml(sweep_dir, best, sweep, chosen.summary if chosen else None)
     write_factors_md(sweep_dir, trials, sweep)
+    write_trial_hparams(sweep_dir, trials, sweep)
     write_plots(sweep_dir, study, sweep)
     _write_report(sweep_dir.path)
     counts = {}

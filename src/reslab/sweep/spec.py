@@ -21,6 +21,7 @@ from ..config import (
     apply_overrides,
     fan_out_keys,
     parse_mapping,
+    read_config_file,
     read_yaml,
     set_key,
     validate,
@@ -209,7 +210,7 @@ def sweep_from_mapping(raw: Any, path: Path, overrides: list[str] | None = None)
     spec = parse_spec(raw, str(path))
     if isinstance(spec.base, str):
         base_path = path.parent / spec.base
-        base_raw = _with_absolute_arch(read_yaml(base_path), base_path.parent)
+        base_raw = _with_absolute_arch(read_config_file(base_path), base_path.parent)
         base = validate(base_raw, str(base_path))
     else:
         base_raw = _with_absolute_arch(spec.base, path.parent)
