@@ -24,6 +24,7 @@ demo: $(STAMP)
 # Tests run in worker processes (pytest-xdist): a native crash fails its test, and the
 # suite still reaches its summary.
 test: $(DEV_STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4
 
 # The suite again on AVX2 kernels (what most laptops run), also on an AVX512 machine.

@@ -17,13 +17,7 @@ from reslab.models import build_model, classifier_of, count_params
 MLP = HeadConfig(hidden=[1024], dropout=0.3, batchnorm=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two intra-op threads spin against other processes on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

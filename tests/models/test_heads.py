@@ -54,12 +54,7 @@ class Headless(WithFc):
 '''
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(kind: str, classes: int = 5) -> nn.Module:

@@ -16,12 +16,7 @@ S2 = f"{EXAMPLES / 'models' / 's2_resnet.py'}:S2ResNet"
 TINY_S2 = {"widths": [8, 16, 32], "stem_width": 4, "layers": [1, 2, 1]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(classes: int = 10, in_chans: int = 3, seed: int = 0, **kw) -> nn.Module:
