@@ -10,6 +10,7 @@ import re
 import stat
 import sys
 import tempfile
+import time
 import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -76,9 +77,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Temp files a killed write left behind (`.NAME.XXXX.tmp`); returns what was removed."""
-    stale = [p for p in Path(folder).glob(f".*{TMP_SUFFIX}") if p.is_file()]
+def remove_stale_temp_files(folder: Path, older_than: float = 0.0) -> list[Path]:
+    """Temp files a killed write left behind (`.NAME.XXXX.tmp`, last written over
+    `older_than` seconds ago); returns what was removed."""
+    now = time.time()
+    stale = [p for p in Path(folder).glob(f".*{TMP_SUFFIX}")
+             if p.is_file() and now - p.stat().st_mtime >= older_than]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -1,9 +1,7 @@
 import csv
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import reslab
 
@@ -98,24 +96,3 @@ def test_predict_errors(tmp_path, fast_config, cli):
     assert code == 2 and "nothing does not exist" in err
     code, _, err = cli("predict", tmp_path / "nope", tmp_path, "--out", tmp_path / "p.csv")
     assert code == 2 and "not a run directory" in err
-
-
-def test_predict_says_in_one_line_how_other_images_are_converted(tmp_path, fast_config, cli,
-                                                                  make_tree):
-    """A grey 8x8 digits model scoring 16x16 RGB photos: one warning line naming the channel
-    conversion and the size it leaves; images like the training data: no warning."""
-    reslab.train(fast_config(train={"epochs": 1}), out=tmp_path / "run", quiet=True)
-    photos = make_tree(classes=("x",), per_class=3, size=16)
-    code, _, err = cli("predict", tmp_path / "run", photos, "--out", tmp_path / "p.csv")
-    assert code == 0, err
-    assert err.splitlines() == [
-        f"warning: {photos}: 3 image(s) differ from the training data: 3-channel (RGB) images "
-        "converted to the model's 1-channel (grey): turned grey by luma (0.299 R + 0.587 G + "
-        "0.114 B, as the training data was); their 16x16 pixels are fed as they are (the model "
-        "was trained on 8x8; convolutions and global pooling take any size, but accuracy at "
-        "another scale is not what `reslab eval` measured)"]
-    digits = tmp_path / "digits"
-    digits.mkdir()
-    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(digits / "0.png")
-    code, _, err = cli("predict", tmp_path / "run", digits, "--out", tmp_path / "q.csv")
-    assert code == 0 and err == ""

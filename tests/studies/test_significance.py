@@ -12,10 +12,9 @@ import yaml
 
 from reslab.config import load_config
 from reslab.errors import ReslabError
-from reslab.execute import repeats
+from reslab.execute import runner
 from reslab.runs.rundir import CompareDir, RunDir
 from reslab.stats import Comparison
-from reslab.studies import compare
 from reslab.studies.compare import load_compare, run_compare
 from reslab.studies.significance import Trained, pair_tests, why_not_shared
 
@@ -94,8 +93,7 @@ def test_rerun_with_repeats_reuses_every_seed_run(epochs_1_vs_15, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished seed run was trained again")
 
-    monkeypatch.setattr(repeats, "run_training", refuse)
-    monkeypatch.setattr(compare, "train", refuse)
+    monkeypatch.setattr(runner, "run_training", refuse)
     assert run_compare(study, out, quiet=True, log=lambda _: None) == rows
 
 
@@ -184,7 +182,7 @@ def test_significance_csv_round_trips(tmp_path):
 
 def test_an_existing_repeats_directory_is_an_entry(epochs_1_vs_15, tmp_path, monkeypatch):
     _, out, rows = epochs_1_vs_15
-    monkeypatch.setattr(repeats, "run_training", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(runner, "run_training", lambda *a, **k: pytest.fail("retrained"))
     study = write_study(tmp_path / "s.yaml", runs=[str(out / "runs" / "e1"),
                                                    str(out / "runs" / "e15")])
     got = run_compare(study, tmp_path / "again", quiet=True, log=lambda _: None)

@@ -38,7 +38,7 @@ from ..utils import (
     write_csv,
     write_json,
 )
-from .claim import CLAIM, CLAIM_LOCK, RunClaim, read_holder
+from .claim import CLAIM, CLAIM_LOCK, RunClaim, grace_seconds, read_holder
 from .env import env_differences
 
 MARKER = ".reslab"
@@ -98,7 +98,9 @@ def clean_temp_files(path: Path) -> None:
     directory's claim: those are its writes in flight."""
     holder = read_holder(path)
     if holder is None or holder.is_stale():
-        remove_stale_temp_files(path)
+        # Only temp files older than the claim grace: a fresh one is another process's write
+        # in flight (two copies of a command set up the same comparison or repeats directory).
+        remove_stale_temp_files(path, older_than=grace_seconds())
 
 
 class Directory:
