@@ -175,8 +175,8 @@ def test_a_planted_dynamic_upward_import_fails_the_check(planted):
 
 
 def test_a_planted_cycle_through_the_root_fails_the_check(planted):
-    g = planted("errors.py", "import reslab")
-    assert import_cycle({**g, "reslab": g["reslab"] | {"reslab.errors"}}) is not None
+    g = planted("errors.py", "import reslab")  # the root reaches errors through its lazy API
+    assert import_cycle(g) is not None
 
 
 MAX_FUNCTION_LINES = 80  # a screen (ARCHITECTURE.md says why not 50)

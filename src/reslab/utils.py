@@ -3,6 +3,7 @@ sort, cores. No torch here: the layers above import this cheaply."""
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -164,3 +165,11 @@ class CallablePackage(types.ModuleType):
 
     def __call__(self, *args, **kwargs):
         return self.__call_target__(*args, **kwargs)
+
+
+def os_error_line(err: OSError) -> str:
+    """One line naming what failed and where: "no space left on device writing runs/x"."""
+    where = " ".join(str(f) for f in (err.filename, err.filename2) if f)
+    what = "no space left on device" if err.errno == errno.ENOSPC else \
+        (err.strerror or str(err)).lower()
+    return f"{what}{': ' + where if where else ''}"

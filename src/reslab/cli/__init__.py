@@ -5,7 +5,6 @@ and a command's start do not pay for the others' imports)."""
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import importlib.metadata
 import os
@@ -13,6 +12,7 @@ import sys
 import threading
 
 from ..errors import ReslabError
+from ..utils import os_error_line
 
 # name: (module in this package, the one line `reslab --help` shows)
 COMMANDS = {
@@ -102,14 +102,6 @@ def one_line(message: str) -> str:
     """The message on one line: a newline or carriage return inside a name (a class folder
     named with one) is shown escaped, as repr() would, instead of splitting the line."""
     return message.replace("\r", "\\r").replace("\n", "\\n")
-
-
-def os_error_line(err: OSError) -> str:
-    """One line naming what failed and where: "no space left on device writing runs/x"."""
-    where = " ".join(str(f) for f in (err.filename, err.filename2) if f)
-    what = "no space left on device" if err.errno == errno.ENOSPC else \
-        (err.strerror or str(err)).lower()
-    return f"{what}{': ' + where if where else ''}"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from ..runs.checkpoint import first_line
 from ..runs.claim import RunClaim, RunClaimed
 from ..runs.rundir import RunDir, claim_dir
 from ..training import run_training
+from ..utils import os_error_line
 from .spec import Outcome, RunSpec, first_difference
 
 Log = Callable[[str], None]
@@ -84,10 +85,8 @@ def run_one_safely(spec: RunSpec, quiet: bool = False) -> Outcome:
     except ReslabError as err:
         return Outcome(spec.name, "failed", str(err), os.environ.get("CUDA_VISIBLE_DEVICES"),
                        exit_code=err.exit_code)
-    except OSError as err:
-        where = " ".join(str(f) for f in (err.filename, err.filename2) if f)
-        return Outcome(spec.name, "failed", f"{(err.strerror or str(err)).lower()}"
-                       f"{': ' + where if where else ''}")
+    except OSError as err:  # a full disk, a read-only folder: one line, as the CLI says it
+        return Outcome(spec.name, "failed", os_error_line(err))
     except Exception as err:  # noqa: BLE001 - a bug or OOM: its traceback helps, once
         traceback.print_exc(file=sys.stderr)
         return Outcome(spec.name, "failed", f"{type(err).__name__}: {first_line(err)}",
