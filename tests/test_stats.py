@@ -238,8 +238,13 @@ def test_stats_imports_only_numpy_scipy_and_the_standard_library():
     import sys
 
     allowed = {"numpy", "scipy"} | set(sys.stdlib_module_names)
-    roots = {m.split(".")[0] for m in _imported_modules(SRC / "stats.py")}
+    imported = _imported_modules(SRC / "stats.py")
+    # The one package module it may use is formatting, itself standard library only.
+    assert {m for m in imported if m.startswith(".")} <= {".formatting"}, imported
+    roots = {m.split(".")[0] for m in imported if not m.startswith(".")}
     assert roots <= allowed, roots - allowed
+    formatting = {m.split(".")[0] for m in _imported_modules(SRC / "formatting.py")}
+    assert formatting <= set(sys.stdlib_module_names), formatting
 
 
 @pytest.mark.parametrize("module", ["metrics.py", "env.py"])
