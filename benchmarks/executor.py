@@ -30,8 +30,9 @@ BASE = {"data": {"source": "digits", "val_fraction": 0.2, "test_fraction": 0.2,
                   "report": False, "progress": False, "device": "cpu"}}
 
 
-def compare_file(folder: Path) -> Path:
-    runs = [{"name": f"w{w}", **BASE, "model": {"arch": "resnet20", "width": w}}
+def compare_file(folder: Path, epochs: int) -> Path:
+    base = {**BASE, "train": {**BASE["train"], "epochs": epochs}}
+    runs = [{"name": f"w{w}", **base, "model": {"arch": "resnet20", "width": w}}
             for w in (4, 6, 8, 12)]
     path = folder / "cmp.yaml"
     path.write_text(yaml.safe_dump({"runs": runs, "repeats": 2}))
@@ -48,6 +49,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ray", action="store_true", help="add the Ray arm (in a netns: see above)")
+    ap.add_argument("--epochs", type=int, default=3,
+                    help="epochs per run (3: ~1.5 s runs, where a worker's start-up shows)")
     args = ap.parse_args()
     arms = {"local-1": ExecOptions(workers=1, quiet=True),
             "local-2": ExecOptions(workers=2, quiet=True)}
@@ -58,13 +61,14 @@ def main() -> None:
         arms["ray-2"] = ExecOptions(executor="ray", workers=2, quiet=True)
     times: dict[str, list[float]] = {name: [] for name in arms}
     with tempfile.TemporaryDirectory() as tmp:
-        spec = compare_file(Path(tmp))
+        spec = compare_file(Path(tmp), args.epochs)
         wall(spec, Path(tmp) / "warm", arms["local-1"])  # the decoded cache, imports
         for r in range(args.rounds):
             for name, options in arms.items():
                 times[name].append(wall(spec, Path(tmp) / f"{name}-{r}", options))
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    out = {"seconds": times, "median": med, "speedup_2_workers": med["local-1"] / med["local-2"]}
+    out = {"epochs": args.epochs, "seconds": times, "median": med,
+           "speedup_2_workers": med["local-1"] / med["local-2"]}
     if "ray-2" in med:
         out["ray_over_local_2"] = med["ray-2"] / med["local-2"]
         out["ray_overhead_per_run_s"] = (med["ray-2"] - med["local-2"]) / 8

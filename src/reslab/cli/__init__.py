@@ -12,6 +12,7 @@ import sys
 import threading
 
 from ..errors import ReslabError
+from ..output import set_command
 from ..utils import os_error_line
 
 # name: (module in this package, the one line `reslab --help` shows)
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command; as the `reslab` program itself (argv None), also end the process as
     soon as the command is done (`exit_promptly`)."""
     args = build_parser(command_of(sys.argv[1:] if argv is None else argv)).parse_args(argv)
+    set_command(args.command)
     try:
         code = int(args._run(args) or 0)
         if argv is None:
