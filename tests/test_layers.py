@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "reslab"
 
 # Lower numbers are lower layers; a unit may import only units of a lower number (and itself).
 LAYERS = {
-    "errors": 0, "utils": 1, "progress": 1, "formatting": 1, "output": 1, "config": 2,
+    "errors": 0, "utils": 1, "progress": 1, "formatting": 1, "output": 0, "config": 2,
     "config_reference": 2, "stats": 2,
     "data": 3, "models": 3,
     "runs": 4,

@@ -10,6 +10,7 @@ from .config import Config, load_config
 from .errors import ReslabError
 from .execute import ExecOptions, write_run_report
 from .execute.repeats import is_fan_out, resume_repeats, run_repeats, summary_line
+from .output import info
 from .runs.rundir import RepeatsDir, RunDir
 from .training.tracking import log_report_artifacts, trackers
 
@@ -119,7 +120,7 @@ def train_repeats(config=None, out: str | Path | None = None, repeats: int | Non
 def _fan_out(start: Callable, *args, quiet: bool = False, options: ExecOptions | None = None,
              **kwargs) -> dict:
     """The runs (each with its report, a hook of the executor), then the summary's report."""
-    log = (lambda line: None) if quiet else print
+    log = (lambda line: None) if quiet else info
     options = options or ExecOptions(quiet=quiet)
     target, summary = start(*args, quiet=quiet, log=log, options=options, **kwargs)
     if target.read_plan().train.report:

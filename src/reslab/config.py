@@ -9,7 +9,6 @@ import copy
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from .errors import ReslabError, short_repr
+from .output import note
 
 # `data.augment` is a base preset, a policy, or BASE+POLICY (e.g. crop-flip+trivialaugment):
 # the base's crop/flip/colour steps run first, then the policy's per-image ops.
@@ -512,7 +512,7 @@ def smoke_overrides() -> list[str]:
         raise ReslabError(f"{SMOKE_ENV}={text!r}: {err}") from None
     if text not in _smoke_announced:
         _smoke_announced.append(text)
-        print(f"{SMOKE_ENV}: {' '.join(items)} applied on top of every config", file=sys.stderr)
+        note(f"{SMOKE_ENV}: {' '.join(items)} applied on top of every config")
     return items
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import stat
-import sys
 import tempfile
 import time
 import types
@@ -17,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from . import output
 
 TMP_SUFFIX = ".tmp"
 
@@ -132,8 +133,7 @@ def read_jsonl(path: str | os.PathLike, warn: bool = True) -> list[dict]:
             if i < len(lines) - 1:
                 raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
             if warn:
-                print(f"warning: {path}: dropped a torn last line (an interrupted write)",
-                      file=sys.stderr)
+                output.warn(f"{path}: dropped a torn last line (an interrupted write)")
     return rows
 
 

@@ -180,7 +180,7 @@ def test_an_unwritable_cache_decodes_in_memory_with_one_warning(make_tree, tmp_p
     assert len(data.train) == 6
     warnings = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(warnings) == 1 and warnings[0].startswith(
-        "warning: data.cache_dir: cannot write the decoded-image cache ")
+        "reslab: warning: data.cache_dir: cannot write the decoded-image cache ")
     assert warnings[0].endswith("; using the images decoded in memory (decoded again next "
                                 "time)")
     assert ".tmp" not in warnings[0]

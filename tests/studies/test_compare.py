@@ -1,4 +1,5 @@
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_rerun_reuses_finished_runs(compared, no_training, cli):
     before = (out / "compare.csv").read_text()
     code, stdout, err = cli("compare", study, "--out", out)
     assert code == 0, err
-    assert "reused" in err and "training into" not in err
+    assert "reused" in stdout and "training into" not in stdout
     assert (out / "compare.csv").read_text() == before
     assert "w4" in stdout and "clean_acc" in stdout
 
@@ -94,6 +95,22 @@ def test_run_directory_entry_is_read_not_trained(compared, no_training, tmp_path
     got = run_compare(study, tmp_path / "out", log=lambda _: None)
     assert got[0]["test_acc"] == rows[1]["test_acc"] and got[0]["name"] == "w8"
     assert (tmp_path / "out" / "runs" / "w8" / "metrics.jsonl").is_file()
+
+
+def test_runs_from_different_environments_are_named_in_one_warning(compared, no_training,
+                                                                   tmp_path, cli):
+    _, out, _ = compared
+    for name in ("w4", "w8"):
+        shutil.copytree(out / "runs" / name, tmp_path / name)
+    env = json.loads((tmp_path / "w8" / "env.json").read_text())
+    (tmp_path / "w8" / "env.json").write_text(json.dumps({**env, "threads": 99}))
+    study = write_study(tmp_path / "s.yaml", runs=[str(tmp_path / "w4"), str(tmp_path / "w8")])
+    code, _, err = cli("compare", study, "--out", tmp_path / "out")
+    assert code == 0, err
+    lines = err.splitlines()
+    at = lines.index("reslab compare: warning: these runs ran in different environments "
+                     "(times are not comparable):")
+    assert lines[at + 1].startswith("  threads differs: ") and "99 (w8)" in lines[at + 1]
 
 
 def test_interrupted_run_is_resumed(compared, monkeypatch, tmp_path):

@@ -56,7 +56,7 @@ def test_dead_local_worker_trial_is_requeued_at_once(running, capsys):
     assert trials[1].system_attrs["fixed_params"] == {"lr": 0.1}   # the same point, retried
     assert trials[1].system_attrs["failed_trial"] == 0
     assert capsys.readouterr().err == (
-        f"reslab sweep: trial 0: its worker {worker} is gone (no such process on this host); "
+        f"reslab: warning: trial 0: its worker {worker} is gone (no such process on this host); "
         "re-queued now, without waiting for the heartbeat's grace period\n")
     assert pop_waiting(study).number == 1
 
@@ -80,7 +80,7 @@ def test_waiting_worker_says_what_for_and_until_when(running, capsys):
                            "last heartbeat ")
     assert "re-queued at " in line and line.endswith("unless it beats again) until it finishes")
     assert notice(study) is None                       # one line per 30 s, not per poll
-    assert capsys.readouterr().err == f"reslab sweep: {line}\n"
+    assert capsys.readouterr().err == f"reslab: warning: {line}\n"
 
 
 def test_waiting_line_without_heartbeat_times(running):

@@ -82,5 +82,5 @@ def test_environment_warning_names_what_differs(tmp_path):
     assert environment_warning({k: runs[k] for k in ("a", "b", "old")}) is None
     text = environment_warning(runs)
     lines = text.splitlines()
-    assert lines[0].startswith("warning:") and "not comparable" in lines[0]
+    assert lines[0].startswith("these runs ran in different") and "not comparable" in lines[0]
     assert lines[1:] == ["  threads differs: 8 (a, b); 16 (c)"]

@@ -12,7 +12,7 @@ import sys
 import threading
 
 from ..errors import ReslabError
-from ..output import set_command
+from ..output import command_named
 from ..utils import os_error_line
 
 # name: (module in this package, the one line `reslab --help` shows)
@@ -70,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command; as the `reslab` program itself (argv None), also end the process as
     soon as the command is done (`exit_promptly`)."""
     args = build_parser(command_of(sys.argv[1:] if argv is None else argv)).parse_args(argv)
-    set_command(args.command)
+    with command_named(args.command):
+        return run_command(args, as_program=argv is None)
+
+
+def run_command(args: argparse.Namespace, as_program: bool) -> int:
+    """The command's exit code; bad input, OS errors and Ctrl-C as one line each."""
     try:
         code = int(args._run(args) or 0)
-        if argv is None:
+        if as_program:
             exit_promptly(code, getattr(args, "_exit_at_once", False))
         return code
     except ReslabError as err:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import ReslabError
+from ..output import info, warn
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     out = LrFindDir.create(cfg.name or Path(args.config).stem, args.out)  # before training
-    log = (lambda line: None) if args.quiet else print
+    log = (lambda line: None) if args.quiet else info
     cfg, finding = lr_find(cfg, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr,
                            log=log)
     result = finding.to_json(cfg)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(finding.lrs)} steps: {out.finding}, {out.plot_png}")
     warning = range_warning(finding)
     if warning:
-        print(f"reslab lr-find: warning: {warning}", file=sys.stderr)
+        warn(warning)
     return 0
 
 

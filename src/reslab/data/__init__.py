@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import ReslabError
+from ..output import warn
 from .cache import Preprocess, decode_files
 from .sources import Listing, load_listing, stratified_folds, stratified_split
 
@@ -131,10 +131,10 @@ def check_fold(labels: np.ndarray, split: np.ndarray, cfg: DataConfig) -> None:
                           "fewer folds")
     missing = np.setdiff1d(np.unique(labels[split != 2]), np.unique(val))
     if len(missing):
-        print(f"warning: data.folds = {cfg.folds}: fold {cfg.fold}'s validation split lacks "
-              f"{len(missing)} of {len(np.unique(labels))} classes (it has {len(val)} images); "
-              "its accuracy covers the other classes only (use fewer folds or more images "
-              "per class)", file=sys.stderr)
+        warn(f"data.folds = {cfg.folds}: fold {cfg.fold}'s validation split lacks "
+             f"{len(missing)} of {len(np.unique(labels))} classes (it has {len(val)} images); "
+             "its accuracy covers the other classes only (use fewer folds or more images "
+             "per class)")
 
 
 def channel_stats(images: torch.Tensor, scale: float) -> tuple[list[float], list[float]]:

@@ -39,7 +39,6 @@ import math
 import os
 import random
 import socket
-import sys
 import uuid
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ReslabError
+from ..output import warn
 from ..progress import track
 from ..utils import atomic_write_text, available_cores, fsync_dir
 from .imageio import DEFAULT_MAX_PIXELS
@@ -199,8 +199,7 @@ def open_entry(entry: Path, n_files: int) -> tuple[np.ndarray, list[int], list[s
 
 
 def _warn_unusable(entry: Path, reason: str) -> None:
-    print(f"reslab: warning: decoded-image cache {entry} is unusable ({reason}); decoding the "
-          "images again", file=sys.stderr, flush=True)
+    warn(f"decoded-image cache {entry} is unusable ({reason}); decoding the images again")
 
 
 def _read_meta(meta_path: Path, n_files: int) -> dict:
@@ -325,9 +324,9 @@ def write_entry(entry: Path, images: np.ndarray,
         atomic_write_text(meta_path, json.dumps(meta))
         fsync_dir(entry)
     except OSError as err:  # read-only, full or a file in the way: the images are decoded
-        print(f"warning: data.cache_dir: cannot write the decoded-image cache {entry} "
-              f"({(err.strerror or str(err)).lower()}); using the images decoded in memory "
-              "(decoded again next time)", file=sys.stderr)
+        warn(f"data.cache_dir: cannot write the decoded-image cache {entry} "
+             f"({(err.strerror or str(err)).lower()}); using the images decoded in memory "
+             "(decoded again next time)")
         return images, info["kept"], info["sources"]
     mapped = np.memmap(data_path, dtype=images.dtype, mode="r", offset=offset,
                        shape=images.shape)
@@ -448,8 +447,7 @@ def _report_bad(bad: list[str]) -> None:
     """The skipped files, on every run that uses them (a cached entry too), not only the first."""
     if not bad:
         return
-    print(f"warning: skipped {len(bad)} unreadable file(s):\n  " + "\n  ".join(bad),
-          file=sys.stderr)
+    warn(f"skipped {len(bad)} unreadable file(s):\n  " + "\n  ".join(bad))
 
 
 def _mismatch(first_file: tuple[Path, np.dtype], out: np.ndarray,

@@ -13,6 +13,7 @@ from ..data.cache import resample
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
 from ..errors import ReslabError
+from ..output import warn
 from ..runs.infer import confusion_matrix, loss_and_accuracy
 from ..runs.loaded import LoadedRun, load_run
 from ..runs.metrics import classification_metrics
@@ -71,10 +72,6 @@ def match_size(lr: LoadedRun, images: np.ndarray, source: str, convert: bool) ->
     warn(f"{source}: images are {shown}: resized to {size[0]}x{size[1]} (antialiased "
          "bilinear) for prediction")
     return resample(images, int(size[0]), int(size[1]))
-
-
-def warn(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr)
 
 
 def run_split(lr: LoadedRun, split: str | None) -> tuple[ImageSet, str]:

@@ -22,7 +22,6 @@ must match the PyTorch model within TOLERANCE on every logit; a file that fails 
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from ..data import load_data
 from ..data.loader import Normalizer
 from ..errors import ReslabError
 from ..models import build_model
+from ..output import note
 from ..runs.checkpoint import first_line
 from ..runs.loaded import LoadedRun, load_run
 from ..runs.rundir import EXPORT_SUFFIXES, RunDir
@@ -148,8 +148,8 @@ def check_batch(lr: LoadedRun) -> CheckBatch:
     try:
         data = load_data(lr.cfg.data, progress=False)
     except (ReslabError, OSError) as err:
-        print(f"note: the run's data is unavailable ({first_line(err)}); checking the export "
-              "on a seeded random batch", file=sys.stderr)
+        note(f"note: the run's data is unavailable ({first_line(err)}); checking the export "
+             "on a seeded random batch")
         return random_batch(lr)
     split = next(s for s in ("test", "val", "train") if getattr(data, s) is not None)
     images = getattr(data, split).images[:CHECK_IMAGES]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ..config import load_config
 from ..errors import ReslabError
 from ..evaluate.robustness import run_robustness, suite_levels
+from ..output import info, warn
 from ..report import write_report
 from ..report.plots import plot_robustness
 from ..runs.checkpoint import first_line
@@ -99,10 +100,10 @@ def write_run_report(run: RunDir, quiet: bool = False) -> None:
     try:
         html, _ = write_report(run.path)
     except Exception as err:  # noqa: BLE001
-        print(f"warning: report not written ({first_line(err)})", file=sys.stderr)
+        warn(f"report not written ({first_line(err)})")
         return
     if not quiet:
-        print(f"Report: {html}")
+        info(f"Report: {html}")
 
 
 def ensure_robustness(run: RunDir, suite: str, raw: bool = False, log: Log | None = None

@@ -7,11 +7,11 @@ claim is then stale, so the retry resumes it from its last checkpoint).
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
 from ..errors import ReslabError
+from ..output import warn
 from .spec import Outcome, RunSpec
 
 Log = Callable[[str], None]
@@ -69,8 +69,7 @@ class Schedule:
         """The worker running `spec` died: retry the run (it resumes), or fail it."""
         tries = self.retries[spec.name] = self.retries.get(spec.name, 0) + 1
         if retry and tries <= MAX_RETRIES:
-            print(f"reslab: warning: {spec.name}: {why}; retrying (it resumes from its last "
-                  "checkpoint)", file=sys.stderr, flush=True)
+            warn(f"{spec.name}: {why}; retrying (it resumes from its last checkpoint)")
             self.todo.insert(0, spec)
         else:
             self.outcomes[spec.name] = Outcome(spec.name, "failed", why, exit_code=1)

@@ -19,7 +19,6 @@ itself. Weights (library caches and files) are read by `weights.py`.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..config import HeadConfig, ModelConfig
 from ..errors import ReslabError
+from ..output import note
 from .heads import build_head
 from .weights import first_line, timm_cached_weights
 
@@ -179,7 +179,7 @@ def create_timm_model(name: str, kwargs: dict[str, Any], weights: Path | None,
     import timm
 
     if weights is not None:
-        print(f"model.pretrained: loading timm weights from {weights}", file=sys.stderr)
+        note(f"model.pretrained: loading timm weights from {weights}")
     try:
         return timm.create_model(name, **kwargs)
     except Exception as err:

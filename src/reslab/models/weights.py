@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ReslabError
+from ..output import note, warn
 from .classifier import classifier_name
 
 CHECKPOINT_KEYS = ("model", "state_dict")
@@ -263,7 +263,7 @@ def listed(keys: list[str], most: int = 4) -> str:
 
 def report_load(plan: LoadPlan, missing: list[str], unused: list[str]) -> None:
     def say(msg: str, warning: bool = False) -> None:
-        print(f"{'warning: ' if warning else ''}model.pretrained: {msg}", file=sys.stderr)
+        (warn if warning else note)(f"model.pretrained: {msg}")
 
     say(f"loaded {len(plan.fits)} of {len(plan.own)} tensors from {plan.path}")
     if plan.adapted:

@@ -2,7 +2,6 @@
 with the chosen weights, ready to run data through exactly as training evaluated it."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from ..data import ImageSet
 from ..data.loader import BatchLoader, Normalizer
 from ..errors import ReslabError, short_repr
 from ..models import build_model
+from ..output import note
 from .checkpoint import load_checkpoint, load_weights
 from .device import amp_dtype, resolve_device
 from .infer import predict_batches
@@ -89,6 +89,5 @@ def choose_weights(run: RunDir, which: str) -> Path:
         raise ReslabError(f"{run.path}: no checkpoint (best.pt or last.pt); the run never "
                           "finished an epoch")
     if which == "best":
-        print(f"note: {run.best} not found; using last.pt (epoch weights, not the best ones)",
-              file=sys.stderr)
+        note(f"note: {run.best} not found; using last.pt (epoch weights, not the best ones)")
     return run.last

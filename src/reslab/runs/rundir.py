@@ -775,14 +775,15 @@ class DataDir(Directory):
 
 
 def environment_warning(runs: Mapping[str, RunDir]) -> str | None:
-    """'warning: ...' and one indented line per env.json field that differs between the runs
-    ({name: RunDir}; see runs/env.py COMPARED): device, CPU kernels, threads, versions, git
-    commit. Their seconds per epoch, and bf16 results, are then not comparable. None when
-    they agree (runs without env.json, from older versions, are left out)."""
+    """'these runs ran in different environments ...' and one indented line per env.json field
+    that differs between the runs ({name: RunDir}; see runs/env.py COMPARED): device, CPU
+    kernels, threads, versions, git commit. Their seconds per epoch, and bf16 results, are
+    then not comparable. None when they agree (runs without env.json, from older versions,
+    are left out)."""
     lines = env_differences({name: run.read_env() for name, run in runs.items()})
     if not lines:
         return None
-    return ("warning: these runs ran in different environments (times are not comparable):\n"
+    return ("these runs ran in different environments (times are not comparable):\n"
             + "\n".join(f"  {line}" for line in lines))
 
 

@@ -36,7 +36,6 @@ is reused) and the table gains clean_acc, one <perturbation>_acc column per pert
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +59,11 @@ from ..evaluate.robustness import SUITE_CHOICES, mean_corruption_accuracy, suite
 from ..execute import ExecOptions, RunSpec, ensure_robustness, execute
 from ..execute.repeats import Plan, finished_runs, member_specs, plan, write_summary
 from ..formatting import is_number
+from ..output import info, warn
 from ..report import write_report
 from ..report.html import significance_sentence
 from ..report.plots import plot_mean_curves, plot_overlaid_curves
-from ..runs.rundir import CompareDir, RepeatsDir, RunDir, safe_name
+from ..runs.rundir import CompareDir, RepeatsDir, RunDir, environment_warning, safe_name
 from ..stats import Comparison, summarize
 from .significance import SPLIT_KEYS, Trained, pair_tests
 
@@ -211,16 +211,19 @@ def run_compare(compare_path: str | Path, out: str | Path | None = None, quiet: 
     """Train or reuse every run of the comparison through the run executor (`options`:
     workers, GPUs, backend), then write compare.csv/.md, significance.csv, plots and report.
     `overrides` (--set) apply to every config trained here, after the file's own."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or info
     spec = load_compare(compare_path, overrides)
     out = CompareDir(out if out is not None else Path("compare") / safe_name(spec.name))
     out.claim()
     for warning in split_warnings(spec.entries):
-        log(f"warning: {warning}")
+        warn(warning)
     robustness = (spec.suite, False) if spec.suite else None
     runs = [run for e in spec.entries for run in entry_specs(e, out, robustness)]
     execute(runs, options or ExecOptions(quiet=quiet), log)
     trained = [finished_entry(e, out, spec.suite, log) for e in spec.entries]
+    if differs := environment_warning({f"{t.name}/seed-{seed}" if len(t.runs) > 1 else t.name:
+                                       run for t in trained for seed, run in t.runs.items()}):
+        warn(differs)
     rows = [entry_row(t, spec.suite) for t in trained]
     results = pair_tests(trained)
     write_outputs(out, rows, trained, results, spec, log)

@@ -21,7 +21,6 @@ pair up seed by seed in the significance tests.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..errors import ReslabError
 from ..execute import ExecOptions, ensure_robustness, execute
 from ..execute.repeats import finished_runs, member_specs, plan, write_summary
 from ..models.weights import timm_cached_weights, torchvision_weights_path
+from ..output import info
 from ..runs.rundir import RepeatsDir, StudyDir
 from ..sweep.confirm import CONFIRM_SEED_OFFSET
 from ..sweep.run import run_sweep
@@ -55,7 +55,7 @@ def run_study(path: str | Path, out: str | Path | None = None, scale: str = "ful
 
     Each variant's steps keep their order; the confirmation runs of all variants go to the
     run executor together (`options`: workers, GPUs, backend), so they spread over them."""
-    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    log = log or info
     options = options or ExecOptions(workers=workers, quiet=quiet)
     study = load_study_plan(path, scale, StudyDir(out) if out is not None else None, sets)
     target = study.out

@@ -17,7 +17,6 @@ sweep command reuses finished confirmation runs and resumes interrupted ones.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field, replace
 
 import optuna
@@ -26,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import Config, validate
 from ..execute import ExecOptions, Outcome, RunSpec, execute
 from ..execute.repeats import finished_runs, member_specs, plan
+from ..output import info, warn
 from ..runs.rundir import RepeatsDir, SweepDir
 from ..stats import summarize
 from .outputs import fmt_value
@@ -89,8 +89,8 @@ def confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir,
     found = [confirmation_of(t, sweep, sweep_dir, None) for t in top_trials(study, sweep)]
     todo = [c for c in found if not _finished(c)]
     if todo:
-        print(f"Confirming {len(found)} top trial(s) with {sweep.spec.confirm.repeats} fresh "
-              f"seeds each ({len(todo)} to train)", flush=True)
+        info(f"Confirming {len(found)} top trial(s) with {sweep.spec.confirm.repeats} fresh "
+             f"seeds each ({len(todo)} to train)")
         specs = [spec for c in todo for spec in confirmation_specs(c)]
         outcomes = execute(specs, replace(options, isolate=True, quiet=True), check=False)
         for c in todo:
@@ -112,9 +112,8 @@ def failure_reason(c: Confirmation, outcomes: dict[str, Outcome]) -> str:
     failed = [o for name, o in outcomes.items() if name.startswith(prefix) and not o.ok]
     if not failed:
         return ""
-    print(f"reslab sweep: warning: confirmation of trial {c.trial.number}: {failed[0].name} "
-          f"{failed[0].detail}; the sweep goes on (re-running the command retries it)",
-          file=sys.stderr)
+    warn(f"confirmation of trial {c.trial.number}: {failed[0].name} {failed[0].detail}; the "
+         "sweep goes on (re-running the command retries it)")
     return failed[0].detail
 
 

@@ -8,6 +8,7 @@ import threading
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..output import info
 from .outputs import describe_reason, fmt_value
 from .spec import Sweep
 from .storage import is_storage_failure, make_storage
@@ -59,7 +60,7 @@ class Monitor:
         done = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
         self._seen = {t.number for t in done}
         if done:
-            print(f"{len(done)} trial(s) already finished; continuing the study", flush=True)
+            info(f"{len(done)} trial(s) already finished; continuing the study")
         self._thread.start()
         return self
 
@@ -93,7 +94,7 @@ class Monitor:
         for t in trials:
             if t.state.is_finished() and t.number not in self._seen:
                 self._seen.add(t.number)
-                print(trial_line(t, self.sweep, retried), flush=True)
+                info(trial_line(t, self.sweep, retried))
 
     def _run_live(self) -> None:
         from rich.live import Live

@@ -1,7 +1,6 @@
 """`run_sweep`: validate, open the study, queue the trials, run the workers, write outputs."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import optuna
@@ -10,6 +9,7 @@ from optuna.trial import TrialState
 from ..errors import ReslabError
 from ..execute import ExecOptions
 from ..execute.slots import worker_slots
+from ..output import info, warn
 from ..report import write_report
 from ..runs.rundir import SweepDir, safe_name
 from ..training.tracking import finish_parent_run, start_parent_run, trackers
@@ -56,9 +56,9 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
         study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
         queued = fill_queue(study, sweep)
         threads = max(1, available_cores() // len(slots))
-        print(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} "
-              f"trial(s) queued, {len(slots)} worker(s) x {threads} thread(s){gpu_note(slots)}; "
-              f"directory {sweep_dir.path}", flush=True)
+        info(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} "
+             f"trial(s) queued, {len(slots)} worker(s) x {threads} thread(s){gpu_note(slots)}; "
+             f"directory {sweep_dir.path}")
         job = WorkerJob(sweep, sweep_dir, url, name, threads)
         parent = start_parent_run(name, sweep_dir.path) if "mlflow" in trackers(sweep.base) \
             else None
@@ -68,7 +68,7 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
             if parent is not None:  # the trials' MLflow runs are nested under this one
                 finish_parent_run(parent, [sweep_dir.trials_csv, sweep_dir.best_yaml])
     for line in lost:
-        print(f"reslab sweep: warning: {line}", file=sys.stderr)
+        warn(line)
     return sweep_dir.path
 
 
@@ -99,8 +99,8 @@ def maybe_confirm(study: optuna.Study, sweep: Sweep, sweep_dir: SweepDir,
     if sweep.spec.confirm is None:
         return None
     if has_running(study) or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        print("Confirmation waits for the trials still running elsewhere; re-run the command "
-              "once they finish", flush=True)
+        info("Confirmation waits for the trials still running elsewhere; re-run the command "
+             "once they finish")
         return None
     return confirm(study, sweep, sweep_dir, options)
 
@@ -123,20 +123,20 @@ def write_outputs(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep,
     counts = {}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    print("Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    info("Trials: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
     if best is not None:
         params = ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items())
         value = f"{best.value:.4f}" if chosen is None else \
             f"confirmed {confirmed_text(chosen.summary)} (single run {best.value:.4f})"
-        print(f"Best trial {best.number}: {sweep.spec.objective.metric} {value} "
-              f"({params}); config {best_path}")
+        info(f"Best trial {best.number}: {sweep.spec.objective.metric} {value} "
+             f"({params}); config {best_path}")
     else:
-        print("No trial completed.")
-    print(f"Sweep directory: {sweep_dir.path}")
+        info("No trial completed.")
+    info(f"Sweep directory: {sweep_dir.path}")
 
 
 def _write_report(sweep_dir: Path) -> None:
     try:
         write_report(sweep_dir)
     except Exception as err:  # the report is a convenience: the sweep's own files are written
-        print(f"reslab sweep: warning: report not written ({err})", file=sys.stderr)
+        warn(f"report not written ({err})")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import socket
-import sys
 import time
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..output import warn
 from .optuna_private import study_storage, trial_id
 
 # While a worker only waits for other workers' trials, one line this often says what for.
@@ -64,7 +64,7 @@ def fail_dead_local_workers(study: optuna.Study) -> list[str]:
         lines.append(f"trial {trial.number}: its worker {worker} is gone (no such process on "
                      "this host); re-queued now, without waiting for the heartbeat's grace period")
     for line in lines:
-        print(f"reslab sweep: {line}", file=sys.stderr)
+        warn(line)
     return lines
 
 
@@ -95,7 +95,7 @@ class WaitNotice:
         except Exception:  # the line is a courtesy: a failed query must not stop the worker
             ages = {}
         line = waiting_line(running, self.grace_s, ages)
-        print(f"reslab sweep: {line}", file=sys.stderr, flush=True)
+        warn(line)
         return line
 
     def reset(self) -> None:

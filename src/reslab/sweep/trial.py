@@ -6,7 +6,6 @@ trials.csv can say why a trial was pruned or failed.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from ..config import Config, DataConfig
 from ..errors import ReslabError
 from ..execute import RunSpec, run_one
 from ..models import check_param_budget
+from ..output import warn
 from ..runs.rundir import SweepDir
 from .spec import RESULT_KEYS, Sweep, point_key
 from .study import duplicate_of
@@ -113,7 +113,7 @@ class TrialRunner:
         out = self.sweep_dir.trial(trial.number)
         if out.path.exists():
             # Left by a study that no longer exists (trial numbers restart with a new study).
-            print(f"reslab sweep: replacing stale trial directory {out.path}", file=sys.stderr)
+            warn(f"replacing stale trial directory {out.path}")
             out.discard()
         phases = cfg.train.phases
         reporter = EpochReporter(trial, self.sweep, sum(p.epochs for p in phases) if phases

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from ..errors import ReslabError
 from ..execute.local import exit_with_parent, spawn
+from ..output import warn
 from ..runs.rundir import SweepDir
 from .optuna_private import study_storage, trial_id
 from .spec import Sweep
@@ -111,7 +112,7 @@ def run_one(study: optuna.Study, trial: optuna.Trial, runner: TrialRunner,
             if is_storage_failure(err):
                 raise  # not the trial's fault: worker_main reports it in one line
             _fail(study, trial, err)
-            print(f"reslab sweep: trial {trial.number} failed: {_one_line(err)}", file=sys.stderr)
+            warn(f"trial {trial.number} failed: {_one_line(err)}")
             return
         except BaseException as err:  # KeyboardInterrupt: leave nothing RUNNING
             _fail(study, trial, err)

@@ -12,7 +12,6 @@ it is free, once per step for the divergence check).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -38,6 +37,7 @@ from ..models import (
     freeze_backbone,
     require_classifier,
 )
+from ..output import info, warn
 from ..progress import progress_enabled, track
 from ..runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from ..runs.claim import RunClaim
@@ -207,7 +207,7 @@ def build_trainer(config, out, resume, overrides, dist: Dist, quiet: bool,
         run.write_start(cfg, data.classes, session_env(run, threads, device, dist.world_size))
         preload_metrics()
     amp = amp_dtype(cfg.train.amp, device)
-    log = (lambda line: None) if quiet or not dist.is_main else print
+    log = (lambda line: None) if quiet or not dist.is_main else info
     for note in notes:
         log(note)
     module = dist.wrap(model, unused_params=cfg.train.freeze_backbone_epochs > 0)
@@ -367,9 +367,9 @@ def log_phase_start(t: Trainer, p: int, lr: float, augment: str) -> None:
 def warn_if_schedule_ended(t: Trainer, st: TrainState, planned: int) -> None:
     if t.cfg.train.scheduler in ("cosine", "onecycle") and st.phase_step >= st.schedule_steps \
             and planned > st.schedule_steps:
-        print(f"warning: the {t.cfg.train.scheduler} LR schedule of this run had ended (step "
-              f"{st.phase_step}); extending it re-plans the schedule over {planned} steps, so "
-              "the LR rises again from where that curve is now", file=sys.stderr)
+        warn(f"the {t.cfg.train.scheduler} LR schedule of this run had ended (step "
+             f"{st.phase_step}); extending it re-plans the schedule over {planned} steps, so "
+             "the LR rises again from where that curve is now")
 
 
 def train_one_epoch(t: Trainer, st: TrainState, ph: Phase, epoch: int) -> tuple[dict, int]:
@@ -580,8 +580,7 @@ def session_env(run: RunDir, threads: int, device: torch.device, world_size: int
         return env
     changed = env_differences({"before": before, "now": env})
     if changed:
-        print(f"warning: {run.path} is resumed in another environment ("
-              + "; ".join(changed) + ")", file=sys.stderr)
+        warn(f"{run.path} is resumed in another environment (" + "; ".join(changed) + ")")
     earlier = {k: v for k, v in before.items() if k != "earlier"}
     return {**env, "earlier": [earlier, *before.get("earlier", [])]}
 
