@@ -3,9 +3,11 @@ line of meaning. `reslab config --defaults` prints it next to each key's actual 
 README.md's `data` / `model` / `train` tables are generated from it (`reslab config --defaults
 --markdown SECTION`; tests/test_readme.py checks the README matches), so the two never drift.
 
-Plain data and no imports: it sits beside config.py in the layers.
+Plain data (and the one Markdown table writer): it sits beside config.py in the layers.
 """
 from __future__ import annotations
+
+from . import formatting
 
 # section -> [(keys, default as shown, meaning)] in README order; Markdown inline code allowed.
 ROWS: dict[str, list[tuple[tuple[str, ...], str, str]]] = {
@@ -293,8 +295,6 @@ def meaning(section: str, key: str) -> str:
 
 def markdown_table(section: str) -> str:
     """README.md's table for `section` (data, model, train)."""
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-    for keys, default, text in ROWS[section]:
-        shown = ", ".join(f"`{k}`" for k in keys)
-        lines.append(f"| {shown} | {default} | {text.replace('|', chr(92) + '|')} |")
-    return "\n".join(lines)
+    rows = [[", ".join(f"`{k}`" for k in keys), default, text]
+            for keys, default, text in ROWS[section]]
+    return formatting.markdown_table(["key", "default", "meaning"], rows, [False] * 3)

@@ -30,9 +30,10 @@ def test_folds_5_with_3_images_per_class_warn_per_fold_and_keep_intervals_in_ran
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "validation split lacks" in line]
     # 30 images dealt into 5 folds of 6: every fold's 6 images cover 6 of the 10 classes.
-    assert warnings == [f"reslab train: warning: data.folds = 5: fold {i}'s validation split lacks 4 of 10 "
-                        "classes (it has 6 images); its accuracy covers the other classes only "
-                        "(use fewer folds or more images per class)" for i in range(5)]
+    assert warnings == [f"reslab train: warning: data.folds = 5: fold {i}'s validation split "
+                        "lacks 4 of 10 classes (it has 6 images); its accuracy covers the "
+                        "other classes only (use fewer folds or more images per class)"
+                        for i in range(5)]
     summary = json.loads((out / "summary.json").read_text())
     for key in ("best_val_acc", "final_val_acc"):
         assert 0.0 <= summary[key]["ci95_low"] <= summary[key]["ci95_high"] <= 1.0

@@ -67,10 +67,10 @@ def test_predict_converts_size_and_channels_with_one_line_each(run, cli, tmp_pat
     code, _, err = cli("predict", run, photos, "--out", tmp_path / "p.csv")
     assert code == 0, err
     assert err.splitlines() == [
-        f"reslab predict: warning: {photos}: images are 32x32, the model was trained at 8x8: resized to 8x8 "
-        "(antialiased bilinear) for prediction",
-        f"reslab predict: warning: {photos}: images have 3 channel(s), the model takes 1: converted (RGB to "
-        "grey by luma)"]
+        f"reslab predict: warning: {photos}: images are 32x32, the model was trained at 8x8: "
+        "resized to 8x8 (antialiased bilinear) for prediction",
+        f"reslab predict: warning: {photos}: images have 3 channel(s), the model takes 1: "
+        "converted (RGB to grey by luma)"]
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 4
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from ..config import Config
-from ..formatting import reads_as_number
+from ..formatting import markdown_table
 from . import DataBundle, ImageSet, channel_stats, load_data
 from .augment import build_train_augment
 from .display import to_display, to_display_uint8
@@ -246,25 +246,17 @@ def overview_markdown(summary: dict, title: str, images: dict[str, str]) -> str:
     headers, rows = count_table(summary)
     channels = ["grey"] if summary["stored"]["channels"] == 1 else ["R", "G", "B"]
     parts = [f"# Data: {title}", "\n\n".join(summary_lines(summary)),
-             "## Images per class and split", _md_table(headers, rows),
-             "## Files", _md_table(["format", "bit depth", "files"], [
+             "## Images per class and split", markdown_table(headers, rows),
+             "## Files", markdown_table(["format", "bit depth", "files"], [
                  [r["format"], r["bit_depth"], str(r["files"])]
                  for r in summary["files"]["formats"]]),
-             _md_table(["size (w x h)", "files"], [[r["size"], str(r["files"])]
+             markdown_table(["size (w x h)", "files"], [[r["size"], str(r["files"])]
                                                    for r in summary["files"]["sizes"]]),
              "## Channel statistics (train split)",
-             _md_table(["channel", "mean", "std"], [
+             markdown_table(["channel", "mean", "std"], [
                  [c, f"{m:.4f}", f"{s:.4f}"] for c, m, s in
                  zip(channels, summary["train_mean"], summary["train_std"])]),
              "## Pictures", *(f"![{caption}]({name})" for caption, name in images.items())]
     return "\n\n".join(parts) + "\n"
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    numeric = [bool(rows) and all(reads_as_number(r[k]) for r in rows) for k in range(len(headers))]
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 

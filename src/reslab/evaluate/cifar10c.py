@@ -25,6 +25,7 @@ import torch
 
 from ..data import ImageSet
 from ..errors import ReslabError
+from ..formatting import markdown_table
 from ..progress import track
 from ..runs.infer import loss_and_accuracy
 from ..runs.loaded import LoadedRun, load_run
@@ -147,14 +148,12 @@ def to_markdown(rows: list[dict], summary: dict, title: str) -> str:
     normalised = summary["baseline"] is not None
     how = (f"relative to the baseline run {summary['baseline']} (sum of errors over severities "
            "/ the baseline's)" if normalised else "unnormalised (mean error over severities)")
-    header = "| corruption | " + " | ".join(f"s{s}" for s in range(1, SEVERITIES + 1)) + \
-        " | CE |"
+    header = ["corruption", *(f"s{s}" for s in range(1, SEVERITIES + 1)), "CE"]
+    table = [[name + (" (extra)" if name in EXTRA else ""),
+              *(f"{r['accuracy']:.4f}" for r in rows if r["corruption"] == name), f"{ce:.4f}"]
+             for name, ce in summary["ce"].items()]
     lines = [f"# CIFAR-10-C: {title}", "", f"Accuracy per corruption and severity; CE {how}.",
-             "", header, "|---|" + "---:|" * (SEVERITIES + 1)]
-    for name, ce in summary["ce"].items():
-        accs = [f"{r['accuracy']:.4f}" for r in rows if r["corruption"] == name]
-        extra = " (extra)" if name in EXTRA else ""
-        lines.append(f"| {name}{extra} | " + " | ".join(accs) + f" | {ce:.4f} |")
+             "", markdown_table(header, table, [False] + [True] * (SEVERITIES + 1))]
     if summary["mce"] is not None:
         lines += ["", f"mCE over the benchmark corruptions present: **{summary['mce']:.4f}**"]
     return "\n".join(lines) + "\n"

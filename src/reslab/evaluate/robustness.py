@@ -50,6 +50,7 @@ from ..data import ImageSet
 from ..data.display import from_display, to_display
 from ..data.imageio import bit_depth_scale
 from ..errors import ReslabError
+from ..formatting import markdown_table
 from ..progress import track
 from ..runs.infer import loss_and_accuracy
 from ..runs.loaded import LoadedRun, load_run
@@ -218,9 +219,9 @@ def to_markdown(rows: list[dict], info: dict, title: str) -> str:
              f"{info['split']} data, {info['n']} images.", "",
              *([raw_units(units), ""] if units else []),
              f"Clean accuracy: **{rows[0]['accuracy']:.4f}**", "",
-             "| perturbation | severity | accuracy | drop |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['perturbation']} | {r['severity']} | {r['accuracy']:.4f} | {r['drop']:.4f} |"
-              for r in rows]
+             markdown_table(["perturbation", "severity", "accuracy", "drop"],
+                            [[r["perturbation"], r["severity"], f"{r['accuracy']:.4f}",
+                              f"{r['drop']:.4f}"] for r in rows], [False, True, True, True])]
     mca = mean_corruption_accuracy(rows)
     if mca is not None:
         lines += ["", f"Mean corruption accuracy: **{mca:.4f}** "

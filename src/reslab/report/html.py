@@ -23,6 +23,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from ..errors import ReslabError
+from ..formatting import markdown_table
 from ..runs.env import env_differences
 from ..runs.rundir import (
     RESULT_METRICS,
@@ -680,21 +681,13 @@ def _render_html(title: str, kind: str, sections: list[Section]) -> str:
         generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _md_block(block: Block, root: Path) -> str:
     if isinstance(block, Table):
-        head = "| " + " | ".join(_md_cell(h) for h in block.headers) + " |"
-        rule = "|" + "|".join("---:" if n else "---" for n in block.numeric) + "|"
-        body = ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-        return "\n".join([head, rule, *body])
+        return markdown_table(block.headers, block.rows, block.numeric)
     if isinstance(block, Image):
         return f"![{block.caption}]({block.path.relative_to(root).as_posix()})"
     if isinstance(block, Cards):
-        return "\n".join(["| | |", "|---|---:|",
-                          *(f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in block.items)])
+        return markdown_table(["", ""], block.items, [False, True])
     if isinstance(block, Pre):
         return f"```{block.lang}\n{block.text}\n```"
     if isinstance(block, Heading):

@@ -58,7 +58,7 @@ from ..evaluate.perturb import SUITES
 from ..evaluate.robustness import SUITE_CHOICES, mean_corruption_accuracy, suite_levels
 from ..execute import ExecOptions, RunSpec, ensure_robustness, execute
 from ..execute.repeats import Plan, finished_runs, member_specs, plan, write_summary
-from ..formatting import is_number
+from ..formatting import is_number, markdown_table
 from ..output import info, warn
 from ..report import write_report
 from ..report.html import significance_sentence
@@ -387,11 +387,9 @@ def to_markdown(rows: list[dict], spec: CompareSpec,
                 results: list[tuple[str, Comparison]] = ()) -> str:
     cols = shown_columns(rows)
     lines = [f"# Comparison: {spec.name}", "", f"Comparison file `{spec.path}`, {len(rows)} "
-             "entries.",
-             "", "| " + " | ".join(cols) + " |",
-             "|" + "|".join("---" if c in ("name", "model", "format", "device") else "---:"
-                            for c in cols) + "|"]
-    lines += ["| " + " | ".join(cell(r.get(c), c, r) for c in cols) + " |" for r in rows]
+             "entries.", "",
+             markdown_table(cols, [[cell(r.get(c), c, r) for c in cols] for r in rows],
+                            [c not in ("name", "model", "format", "device") for c in cols])]
     if any(r.get("runs", 1) > 1 for r in rows):
         lines += ["", "Entries with several runs show the mean over their seeds; ± is the "
                   "half-width of the 95 % t-interval of that mean (compare.csv: *_ci95_low/high)."]
@@ -402,16 +400,14 @@ def significance_markdown(results: list[tuple[str, Comparison]]) -> list[str]:
     """The significance table and its one-sentence reading (empty with a single entry)."""
     if not results:
         return []
-    lines = ["", "## Significance", "",
-             "| pair | metric | test | n | p | p (Holm) | difference | significant (0.05) |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
-    for metric, r in results:
-        p = "—" if r.p_value is None else f"{r.p_value:.3g}"
-        p_holm = "—" if r.p_holm is None else f"{r.p_holm:.3g}"
-        diff = "—" if r.mean_difference is None else f"{100 * r.mean_difference:+.2f} pp"
-        lines.append(f"| {r.a} vs {r.b} | {metric} | {r.test} | {r.n} | {p} | {p_holm} | "
-                     f"{diff} | {'yes' if r.significant else 'no'} |")
-    return lines + ["", significance_sentence([r for _, r in results])]
+    rows = [[f"{r.a} vs {r.b}", metric, r.test, r.n,
+             "—" if r.p_value is None else f"{r.p_value:.3g}",
+             "—" if r.p_holm is None else f"{r.p_holm:.3g}",
+             "—" if r.mean_difference is None else f"{100 * r.mean_difference:+.2f} pp",
+             "yes" if r.significant else "no"] for metric, r in results]
+    table = markdown_table(["pair", "metric", "test", "n", "p", "p (Holm)", "difference",
+                            "significant (0.05)"], rows, [False] * 3 + [True] * 4 + [False])
+    return ["", "## Significance", "", table, "", significance_sentence([r for _, r in results])]
 
 
 def write_outputs(out: CompareDir, rows: list[dict], trained: list[Trained],

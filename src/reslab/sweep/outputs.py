@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..formatting import markdown_table
 from ..runs.rundir import SweepDir
 from ..training.tracking import TensorBoardLog, final_metrics
 from ..utils import read_json
@@ -106,12 +107,11 @@ def write_factors_md(sweep_dir: SweepDir, trials: list[FrozenTrial], sweep: Swee
              f"trial(s). For each factor: its value, the best and mean objective of the trials "
              "with that value, and how many there were.", ""]
     for key in sweep.keys:
-        lines += [f"## {key}", "", f"| value | best {obj.metric} | mean | count |",
-                  "|---|---|---|---|"]
-        for label, values in _groups(key, done, sweep):
-            best = max(values) if obj.resolved_direction == "maximize" else min(values)
-            lines.append(f"| {label} | {best:.4f} | {np.mean(values):.4f} | {len(values)} |")
-        lines.append("")
+        best = max if obj.resolved_direction == "maximize" else min
+        rows = [[label, f"{best(values):.4f}", f"{np.mean(values):.4f}", len(values)]
+                for label, values in _groups(key, done, sweep)]
+        lines += [f"## {key}", "", markdown_table(["value", f"best {obj.metric}", "mean",
+                                                   "count"], rows, [False] * 4), ""]
     sweep_dir.write_factors("\n".join(lines))
 
 
