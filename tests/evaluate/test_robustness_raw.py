@@ -150,7 +150,8 @@ def test_cli_raw_on_a_log_exr_run(exr_run, cli):
     assert code == 0, err
     assert "intensity_plus50" in out and modes(exr_run, "robustness-raw.csv") == {"raw"}
     assert out.strip().endswith(f"robustness: {exr_run / 'robustness-raw.csv'}, "
-                                "robustness-raw.md")
+                                f"robustness-raw.md; report {exr_run / 'report.html'}")
+    assert (exr_run / "plots" / "robustness-raw.png").stat().st_size > 0  # drawn by the report
     md = (exr_run / "robustness-raw.md").read_text()
     assert "float files, so +50 on the stored value itself, unclamped." in md
 

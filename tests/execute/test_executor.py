@@ -55,8 +55,8 @@ def run_dirs(root: Path) -> list[Path]:
 
 def test_two_workers_write_the_same_tables_as_one(compare_file, tmp_path, cli):
     assert cli("compare", compare_file, "--out", tmp_path / "one", "--quiet")[0] == 0
-    code, _, err = cli("compare", compare_file, "--out", tmp_path / "two", "--quiet",
-                       "--workers", "2")
+    code, out, err = cli("compare", compare_file, "--out", tmp_path / "two", "--quiet",
+                         "--workers", "2")
     assert code == 0, err
     assert table(tmp_path / "two" / "compare.csv") == table(tmp_path / "one" / "compare.csv")
     assert table(tmp_path / "two" / "significance.csv") == \
@@ -65,7 +65,7 @@ def test_two_workers_write_the_same_tables_as_one(compare_file, tmp_path, cli):
         twin = tmp_path / "two" / run.relative_to(tmp_path / "one")
         assert strip_times(read_jsonl(twin / "metrics.jsonl")) == \
             strip_times(read_jsonl(run / "metrics.jsonl"))
-    assert "w8/seed-1: trained" in err  # the workers' outcomes, one line per run
+    assert "w8/seed-1: trained" in out  # the workers' outcomes, one line per run
 
 
 @pytest.mark.parametrize("command", ["compare", "repeats"])
@@ -115,8 +115,8 @@ def test_a_killed_worker_s_run_is_resumed_and_ends_as_an_uninterrupted_run(fast_
 
 def test_each_run_records_its_own_worker_s_gpu(compare_file, tmp_path, cli, monkeypatch):
     monkeypatch.setenv("RESLAB_FAKE_GPU_COUNT", "2")
-    code, _, err = cli("compare", compare_file, "--out", tmp_path / "out", "--quiet",
-                       "--gpus", "0,1")
+    code, out, err = cli("compare", compare_file, "--out", tmp_path / "out", "--quiet",
+                         "--gpus", "0,1")
     assert code == 0, err
     seen = {}
     for run in run_dirs(tmp_path / "out"):
@@ -125,7 +125,7 @@ def test_each_run_records_its_own_worker_s_gpu(compare_file, tmp_path, cli, monk
     assert set(seen.values()) == {"0", "1"}, seen
     for name, gpu in seen.items():  # the worker's own GPU, as its outcome line says
         entry, seed = name.split("/")[1:]
-        assert f"{entry}/{seed}: trained (CUDA_VISIBLE_DEVICES={gpu})" in err
+        assert f"{entry}/{seed}: trained (CUDA_VISIBLE_DEVICES={gpu})" in out
 
 
 @pytest.mark.parametrize("options, count, expected", [

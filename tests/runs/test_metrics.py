@@ -71,6 +71,16 @@ def test_ece_is_torchmetrics_and_agrees_with_the_reliability_bins():
     assert from_bins == pytest.approx(m["ece"], abs=1e-6)
 
 
+def test_ece_equals_torchmetrics_with_confidences_of_exactly_one():
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.2, 0.8], [0.55, 0.45]])
+    labels = torch.tensor([0, 1, 1, 0, 0])
+    reference = MulticlassCalibrationError(num_classes=2, n_bins=15, norm="l1")
+    assert expected_calibration_error(probs, labels) == pytest.approx(
+        float(reference(probs, labels)), abs=1e-6)
+
+
 def test_ece_and_reliability_on_a_hand_made_case():
     # Two images at confidence 0.9 (one right) -> bin [13/15, 14/15): |0.5 - 0.9| * 2/4
     # Two images at confidence 0.7 (both right) -> bin [10/15, 11/15): |1.0 - 0.7| * 2/4

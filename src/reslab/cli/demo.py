@@ -56,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
 def study_extras(run_dir: Path) -> None:
     from ..evaluate.robustness import run_robustness
     from ..report import write_report
-    from ..report.plots import plot_robustness
     from ..sweep import run_sweep
 
     rows = run_robustness(run_dir, suite="seed")
-    plot_robustness(rows, run_dir / "plots" / "robustness.png")
     print("demo: robustness " + ", ".join(f"{r['perturbation']} {r['accuracy']:.3f}"
                                           for r in rows))
     spec = run_dir / "sweep.yaml"

@@ -77,7 +77,7 @@ def run_cifar10c_command(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate.robustness import mean_corruption_accuracy, run_robustness
-    from ..report.plots import plot_robustness
+    from ..report import write_report
     from ..runs.rundir import RunDir
 
     if args.baseline and not args.cifar10c:
@@ -87,12 +87,12 @@ def run(args: argparse.Namespace) -> int:
     rows = run_robustness(args.run_dir, args.data_root, args.suite, args.raw, args.seed)
     run = RunDir(args.run_dir)
     csv, md = run.robustness_files(rows[0]["mode"])
-    plot_robustness(rows, run.plots / f"{csv.stem}.png")
     show_table(["perturbation", "severity", "accuracy", "drop"],
                [[r["perturbation"], str(r["severity"]), f"{r['accuracy']:.4f}",
                  f"{r['drop']:.4f}"] for r in rows], title="Robustness")
     mca = mean_corruption_accuracy(rows)
     if mca is not None:
         print(f"mean corruption accuracy {mca:.4f} (drop {rows[0]['accuracy'] - mca:.4f})")
-    print(f"robustness: {csv}, {md.name}")
+    html, _ = write_report(run.path)  # the report draws the robustness plot (plots/)
+    print(f"robustness: {csv}, {md.name}; report {html}")
     return 0

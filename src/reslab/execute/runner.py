@@ -20,7 +20,6 @@ from ..errors import ReslabError
 from ..evaluate.robustness import run_robustness, suite_levels
 from ..output import info, warn
 from ..report import write_report
-from ..report.plots import plot_robustness
 from ..runs.checkpoint import first_line
 from ..runs.claim import RunClaim, RunClaimed
 from ..runs.rundir import RunDir, claim_dir
@@ -43,10 +42,9 @@ def run_one(spec: RunSpec, quiet: bool = False, log: Log | None = None,
         return Outcome(spec.name, "busy", str(err), device, err.holder.describe())
     with claim:
         status = train_or_reuse(spec, run, claim, quiet, log, on_epoch)
-        if status != "reused" and run.read_config().train.report:
+        added = spec.robustness is not None and ensure_robustness(run, *spec.robustness, log=log)
+        if status != "reused" and not added and run.read_config().train.report:
             write_run_report(run, quiet=True)
-        if spec.robustness is not None:
-            ensure_robustness(run, *spec.robustness, log=log)
     return Outcome(spec.name, status, "", device)
 
 
@@ -107,16 +105,19 @@ def write_run_report(run: RunDir, quiet: bool = False) -> None:
 
 
 def ensure_robustness(run: RunDir, suite: str, raw: bool = False, log: Log | None = None
-                      ) -> None:
-    """Robustness rows for the suite in the wanted mode; rows made in another mode are
+                      ) -> bool:
+    """Robustness rows for the suite in the wanted mode (True when they were computed now, and
+    the run's report, which draws their plot, rewritten); rows made in another mode are
     recomputed, never mixed in."""
     mode = "raw" if raw else "display"
     wanted = {(n, s) for n, s, _ in suite_levels(suite)}
     have = {(r["perturbation"], r["severity"]) for r in run.read_robustness()
             if r["mode"] == mode}
     if wanted <= have:
-        return
+        return False
     if log is not None:
         log(f"{run.path.name}: robustness ({suite} suite, {mode})")
-    rows = run_robustness(run.path, suite=suite, raw=raw)
-    plot_robustness(rows, run.plots / "robustness.png")
+    run_robustness(run.path, suite=suite, raw=raw)
+    if run.read_config().train.report:
+        write_run_report(run, quiet=True)
+    return True

@@ -62,7 +62,6 @@ from ..formatting import is_number, markdown_table
 from ..output import info, warn
 from ..report import write_report
 from ..report.html import significance_sentence
-from ..report.plots import plot_mean_curves, plot_overlaid_curves
 from ..runs.rundir import CompareDir, RepeatsDir, RunDir, environment_warning, safe_name
 from ..stats import Comparison, summarize
 from .significance import SPLIT_KEYS, Trained, pair_tests
@@ -70,7 +69,6 @@ from .significance import SPLIT_KEYS, Trained, pair_tests
 BASE_COLUMNS = ("name", "model", "format", "params", "best_val_acc", "test_acc", "epochs",
                 "seconds_per_epoch", "runs", "device")
 CI_COLUMNS = ("best_val_acc", "test_acc")  # with repeats: <key>_ci95_low, <key>_ci95_high
-CURVE_KEYS = ("train_loss", "val_acc", "test_acc")
 Log = Callable[[str], None]
 
 
@@ -416,11 +414,5 @@ def write_outputs(out: CompareDir, rows: list[dict], trained: list[Trained],
     out.write_significance(results)
     if results:
         log(significance_sentence([r for _, r in results]))
-    groups = {t.name: [run.read_metrics() for run in t.runs.values()] for t in trained}
-    if any(len(runs) > 1 for runs in groups.values()):
-        plot_mean_curves(groups, out.plots / "mean_curves.png", keys=CURVE_KEYS)
-    else:
-        plot_overlaid_curves({name: runs[0] for name, runs in groups.items()},
-                             out.plots / "overlaid_curves.png", keys=CURVE_KEYS)
-    html, _ = write_report(out.path)
+    html, _ = write_report(out.path)  # which draws the curves: only the report draws plots
     log(f"report: {html}")

@@ -57,34 +57,34 @@ def run_study(path: str | Path, out: str | Path | None = None, scale: str = "ful
     run executor together (`options`: workers, GPUs, backend), so they spread over them."""
     log = log or info
     options = options or ExecOptions(workers=workers, quiet=quiet)
-    study = load_study_plan(path, scale, StudyDir(out) if out is not None else None, sets)
-    target = study.out
-    variants = selected(study, only)
-    check_weights(study, variants)
+    study_plan = load_study_plan(path, scale, StudyDir(out) if out is not None else None, sets)
+    target = study_plan.out
+    variants = selected(study_plan, only)
+    check_weights(study_plan, variants)
     target.claim()
-    check_same_study(target, study)
-    prepare_trees(study, target, log)
+    check_same_study(target, study_plan)
+    prepare_trees(study_plan, target, log)
     for variant in variants:
-        run_steps(study, variant, target, ("sweep", "best"), options, storage, log)
-    confirm_variants(study, variants, target, options, log)
+        run_steps(study_plan, variant, target, ("sweep", "best"), options, storage, log)
+    confirm_variants(study_plan, variants, target, options, log)
     for variant in variants:
-        run_steps(study, variant, target, ("test", "robustness"), options, storage, log)
-    write_study_outputs(study, target, log)
+        run_steps(study_plan, variant, target, ("test", "robustness"), options, storage, log)
+    write_study_outputs(study_plan, target, log)
     return target.path
 
 
-def selected(study: StudyPlan, only: list[str] | None) -> list[Variant]:
+def selected(study_plan: StudyPlan, only: list[str] | None) -> list[Variant]:
     if not only:
-        return study.variants
-    names = [v.name for v in study.variants]
+        return study_plan.variants
+    names = [v.name for v in study_plan.variants]
     unknown = [n for n in only if n not in names]
     if unknown:
-        raise ReslabError(f"--variants {','.join(unknown)}: not in {study.path} (its variants: "
-                          f"{', '.join(names)})")
-    return [v for v in study.variants if v.name in only]
+        raise ReslabError(f"--variants {','.join(unknown)}: not in {study_plan.path} (its "
+                          f"variants: {', '.join(names)})")
+    return [v for v in study_plan.variants if v.name in only]
 
 
-def check_weights(study: StudyPlan, variants: list[Variant]) -> None:
+def check_weights(study_plan: StudyPlan, variants: list[Variant]) -> None:
     """Every pretrained weight file the variants read, before anything trains: reslab never
     downloads, so missing files are one error naming them all (and where they go)."""
     missing: dict[str, list[str]] = {}
@@ -95,9 +95,9 @@ def check_weights(study: StudyPlan, variants: list[Variant]) -> None:
     if missing:
         listed = "; ".join(f"{problem} (variant {', '.join(names)})"
                            for problem, names in missing.items())
-        raise ReslabError(f"{study.path}: pretrained weights missing (reslab never downloads): "
-                          f"{listed}. Place the files there, set model.pretrained to local "
-                          "copies, or run the other variants with --variants NAME,...")
+        raise ReslabError(f"{study_plan.path}: pretrained weights missing (reslab never "
+                          f"downloads): {listed}. Place the files there, set model.pretrained "
+                          "to local copies, or run the other variants with --variants NAME,...")
 
 
 def missing_weights(cfg: Config) -> str | None:
@@ -116,13 +116,13 @@ def missing_weights(cfg: Config) -> str | None:
     return None
 
 
-def check_same_study(target: StudyDir, study: StudyPlan) -> None:
+def check_same_study(target: StudyDir, study_plan: StudyPlan) -> None:
     """A study directory holds one study at one scale: refuse to mix in another."""
     old_text = target.read_plan()
     if old_text is None:
-        target.write_plan(study.to_yaml())
+        target.write_plan(study_plan.to_yaml())
         return
-    old, new = yaml.safe_load(old_text), study.describe()
+    old, new = yaml.safe_load(old_text), study_plan.describe()
     if old == new:
         return
     diff = next((k for k in new if k != "variants" and old.get(k) != new[k]), None)
@@ -130,19 +130,19 @@ def check_same_study(target: StudyDir, study: StudyPlan) -> None:
         diff = next((f"variant {v}" for v in new["variants"] | old["variants"]
                      if old["variants"].get(v) != new["variants"].get(v)), "variants")
     raise ReslabError(f"--out {target.path} holds another study ({diff} differs from "
-                      f"{study.path} at scale {study.scale}); choose another --out")
+                      f"{study_plan.path} at scale {study_plan.scale}); choose another --out")
 
 
 # ----------------------------------------------------------------------------- prepare
-def prepare_trees(study: StudyPlan, target: StudyDir, log: Log) -> None:
+def prepare_trees(study_plan: StudyPlan, target: StudyDir, log: Log) -> None:
     """prepare/source (the source, or its first per_class images per folder as links), then
     each converted tree: made in <tree>.partial and renamed when whole."""
-    spec = study.spec.prepare
+    spec = study_plan.spec.prepare
     if spec is None:
         return
     if not target.prepared(SOURCE_TREE).exists():
-        log(f"prepare: {SOURCE_TREE} from {study.source}")
-        link_source(study.source, target, spec.per_class)
+        log(f"prepare: {SOURCE_TREE} from {study_plan.source}")
+        link_source(study_plan.source, target, spec.per_class)
     for tree, encoding in spec.trees.items():
         final, partial = target.prepared(tree), target.prepared_partial(tree)
         if encoding == SOURCE_TREE or final.exists():
@@ -173,36 +173,36 @@ def link_source(source: Path, target: StudyDir, per_class: int | None) -> None:
 
 
 # ----------------------------------------------------------------------------- variants
-def run_steps(study: StudyPlan, variant: Variant, target: StudyDir, steps: tuple[str, ...],
+def run_steps(study_plan: StudyPlan, variant: Variant, target: StudyDir, steps: tuple[str, ...],
               options: ExecOptions, storage: str | None, log: Log) -> None:
-    actions = {"sweep": lambda: sweep_step(study, variant, target, options, storage),
+    actions = {"sweep": lambda: sweep_step(study_plan, variant, target, options, storage),
                "best": lambda: best_step(variant, target),
                "test": lambda: test_step(variant, target),
-               "robustness": lambda: robustness_step(study, variant, target, log)}
+               "robustness": lambda: robustness_step(study_plan, variant, target, log)}
     target.variant(variant.name).mkdir(parents=True, exist_ok=True)
     for step in steps:
         if step in target.finished_steps(variant.name):
             continue
         if (step == "sweep" and variant.sweep is None) or \
-                (step == "robustness" and study.spec.robustness is None):
+                (step == "robustness" and study_plan.spec.robustness is None):
             continue
         log(f"{variant.name}: {step}")
         actions[step]()
         target.mark_finished(variant.name, step)
 
 
-def sweep_step(study: StudyPlan, variant: Variant, target: StudyDir, options: ExecOptions,
+def sweep_step(study_plan: StudyPlan, variant: Variant, target: StudyDir, options: ExecOptions,
                storage: str | None) -> None:
     """The variant's sweep; finished when no trial is queued or running anywhere."""
     spec_path = target.sweep_yaml(variant.name)
     atomic_write_text(spec_path, yaml.safe_dump(
-        {**study.spec.sweep, "base": variant.cfg.to_dict(), "name": variant.name},
+        {**study_plan.spec.sweep, "base": variant.cfg.to_dict(), "name": variant.name},
         sort_keys=False))
     sweep_dir = target.sweep(variant.name)
     # A sweep shares its trials through its storage, never through --executor: local workers.
     run_sweep(spec_path, out=sweep_dir.path, storage=storage,
               options=replace(options, executor="local"),
-              study_name=f"{study.name}-{study.scale}-{variant.name}")
+              study_name=f"{study_plan.name}-{study_plan.scale}-{variant.name}")
     states = {row["state"] for row in sweep_dir.read_trials()}
     if states & set(UNFINISHED_TRIALS):
         raise ReslabError(f"variant {variant.name}: sweep trials are still running elsewhere "
@@ -218,26 +218,26 @@ def best_step(variant: Variant, target: StudyDir) -> None:
     atomic_write_text(target.best_yaml(variant.name), best or variant.cfg.to_yaml())
 
 
-def confirmation_config(study: StudyPlan, variant: Variant, target: StudyDir) -> Config:
+def confirmation_config(study_plan: StudyPlan, variant: Variant, target: StudyDir) -> Config:
     """best.yaml over the study's confirmation seeds (see the module docstring)."""
     cfg = load_config(target.best_yaml(variant.name))
     raw = cfg.to_dict()
     first = variant.cfg.train.seed + (CONFIRM_SEED_OFFSET if variant.sweep else 0)
-    raw["train"]["seed"] = list(range(first, first + study.spec.confirm.repeats))
+    raw["train"]["seed"] = list(range(first, first + study_plan.spec.confirm.repeats))
     return load_config(raw)
 
 
-def confirm_variants(study: StudyPlan, variants: list[Variant], target: StudyDir,
+def confirm_variants(study_plan: StudyPlan, variants: list[Variant], target: StudyDir,
                      options: ExecOptions, log: Log) -> None:
     """The confirm step of every variant that needs it, as one batch of runs (each run's
     robustness rows too, when the study has a robustness step)."""
     todo = [v for v in variants if "confirm" not in target.finished_steps(v.name)]
-    robustness = study.spec.robustness
+    robustness = study_plan.spec.robustness
     hook = (robustness.suite, robustness.raw) if robustness is not None else None
     specs = []
     for variant in todo:
         log(f"{variant.name}: confirm")
-        cfg = confirmation_config(study, variant, target)
+        cfg = confirmation_config(study_plan, variant, target)
         repeats = RepeatsDir.create(cfg, target.confirmation(variant.name).path)
         repeats.write_plan(cfg)
         specs += member_specs(repeats, plan(cfg), f"{variant.name}/", hook)
@@ -262,9 +262,9 @@ def test_step(variant: Variant, target: StudyDir) -> None:
     write_json(target.test_json(variant.name), found)
 
 
-def robustness_step(study: StudyPlan, variant: Variant, target: StudyDir, log: Log) -> None:
+def robustness_step(study_plan: StudyPlan, variant: Variant, target: StudyDir, log: Log) -> None:
     repeats = target.confirmation(variant.name)
-    spec = study.spec.robustness
+    spec = study_plan.spec.robustness
     for _, run in finished_runs(repeats, plan(repeats.read_plan())):
         ensure_robustness(run, spec.suite, spec.raw, log)
     write_summary(repeats)

@@ -31,26 +31,26 @@ HYPERPARAMETERS = ("train.optimizer", "train.lr", "train.batch_size", "train.mom
                    "train.weight_decay", "train.scheduler")
 
 
-def write_study_outputs(study: StudyPlan, target: StudyDir, log: Log) -> None:
-    trained = finished_variants(study, target)
+def write_study_outputs(study_plan: StudyPlan, target: StudyDir, log: Log) -> None:
+    trained = finished_variants(study_plan, target)
     rows = {t.name: entry_row(t, None) for t in trained}
-    write_hyperparameters(study, target)
+    write_hyperparameters(study_plan, target)
     write_accuracy(target, trained, rows)
-    write_robustness(study, target, trained)
-    write_factors(study, target)
+    write_robustness(study_plan, target, trained)
+    write_factors(study_plan, target)
     results = pair_tests(trained) if trained else []
     target.write_significance(results)
-    summary = summary_text(study, rows, results)
+    summary = summary_text(study_plan, rows, results)
     target.write_summary(summary + "\n")
     log(summary)
     html, _ = write_report(target.path)
     log(f"Study directory: {target.path} (tables in {target.tables}, report {html})")
 
 
-def finished_variants(study: StudyPlan, target: StudyDir) -> list[Trained]:
+def finished_variants(study_plan: StudyPlan, target: StudyDir) -> list[Trained]:
     """The variants with finished confirmation runs, as comparison entries."""
     found = []
-    for variant in study.variants:
+    for variant in study_plan.variants:
         repeats = target.confirmation(variant.name)
         if repeats.plan_yaml.is_file():
             entry = repeats_entry(variant.name, repeats)
@@ -81,8 +81,9 @@ def _blank(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- Table I
-def hyperparameter_keys(study: StudyPlan) -> list[str]:
-    swept = study.variants[0].sweep.keys if study.variants and study.variants[0].sweep else []
+def hyperparameter_keys(study_plan: StudyPlan) -> list[str]:
+    first = study_plan.variants[0] if study_plan.variants else None
+    swept = first.sweep.keys if first is not None and first.sweep else []
     return swept + [k for k in HYPERPARAMETERS if k not in swept]
 
 
@@ -93,16 +94,16 @@ def lookup(raw: dict, dotted: str) -> Any:
     return node
 
 
-def write_hyperparameters(study: StudyPlan, target: StudyDir) -> None:
-    keys = hyperparameter_keys(study)
+def write_hyperparameters(study_plan: StudyPlan, target: StudyDir) -> None:
+    keys = hyperparameter_keys(study_plan)
     rows = []
-    for variant in study.variants:
+    for variant in study_plan.variants:
         best = target.best_yaml(variant.name)
         if best.is_file():
             cfg = load_config(best).to_dict()
-            rows.append([variant.name, *(variant.values[a] for a in study.axes),
+            rows.append([variant.name, *(variant.values[a] for a in study_plan.axes),
                          *(lookup(cfg, k) for k in keys)])
-    save_table(target, "table1-hyperparameters", ["variant", *study.axes, *keys], rows)
+    save_table(target, "table1-hyperparameters", ["variant", *study_plan.axes, *keys], rows)
 
 
 # ----------------------------------------------------------------------------- Table II
@@ -166,12 +167,12 @@ ROBUSTNESS_COLUMNS = ["variant", "mode", "perturbation", "severity", "clean_acc"
                       "perturbed_acc", "drop", "seeds"]
 
 
-def write_robustness(study: StudyPlan, target: StudyDir, trained: list[Trained]) -> None:
+def write_robustness(study_plan: StudyPlan, target: StudyDir, trained: list[Trained]) -> None:
     """Per variant and perturbation level: clean and perturbed accuracy and the drop, means
     over the seed runs, in the study's mode (display or raw)."""
-    if study.spec.robustness is None:
+    if study_plan.spec.robustness is None:
         return
-    mode = "raw" if study.spec.robustness.raw else "display"
+    mode = "raw" if study_plan.spec.robustness.raw else "display"
     rows = [row for entry in trained for row in robustness_rows(entry, mode)]
     shown = [[*(str(v) for v in row[:4]), *(f"{v:.4f}" for v in row[4:7]), str(row[7])]
              for row in rows]
@@ -197,10 +198,11 @@ def robustness_rows(entry: Trained, mode: str) -> list[list[Any]]:
 
 
 # ----------------------------------------------------------------------------- factors
-def write_factors(study: StudyPlan, target: StudyDir) -> None:
+def write_factors(study_plan: StudyPlan, target: StudyDir) -> None:
     """The mean objective per value of each swept factor, per variant: tables/factors.csv
     and one figure per factor that has two or more settings (a line per variant)."""
-    swept = [v for v in study.variants if v.sweep and target.sweep(v.name).trials_csv.is_file()]
+    swept = [v for v in study_plan.variants
+             if v.sweep and target.sweep(v.name).trials_csv.is_file()]
     if not swept:
         return
     points = {v.name: factor_points(v, target) for v in swept}
@@ -237,15 +239,16 @@ def factor_points(variant: Variant, target: StudyDir) -> dict[str, list[tuple[st
 
 
 # ----------------------------------------------------------------------------- summary
-def summary_text(study: StudyPlan, rows: dict[str, dict],
+def summary_text(study_plan: StudyPlan, rows: dict[str, dict],
                  results: list[tuple[str, Comparison]]) -> str:
     """One paragraph: what was run, the best variant, which differences are significant."""
-    repeats = study.spec.confirm.repeats
-    what = "best swept config" if study.spec.sweep else "config"
-    names = [v.name for v in study.variants]
+    repeats = study_plan.spec.confirm.repeats
+    what = "best swept config" if study_plan.spec.sweep else "config"
+    names = [v.name for v in study_plan.variants]
     ran = [n for n in names if n in rows]
-    text = (f"Study {study.name} ({study.scale} scale): {len(ran)} of {len(names)} variants "
-            f"({' x '.join(study.axes)}) finished{': ' + ', '.join(ran) if ran else ''}")
+    text = (f"Study {study_plan.name} ({study_plan.scale} scale): {len(ran)} of {len(names)} "
+            f"variants ({' x '.join(study_plan.axes)}) finished"
+            f"{': ' + ', '.join(ran) if ran else ''}")
     missing = [n for n in names if n not in rows]
     text += f"; not run or unfinished: {', '.join(missing)}." if missing else "."
     text += (f" Each variant's {what} is trained with {repeats} seed{'s' if repeats > 1 else ''}"

@@ -205,7 +205,6 @@ def build_trainer(config, out, resume, overrides, dist: Dist, quiet: bool,
         if ckpt is None:  # from scratch: rows of an attempt that never reached a checkpoint go
             run.truncate_metrics(0)
         run.write_start(cfg, data.classes, session_env(run, threads, device, dist.world_size))
-        preload_metrics()
     amp = amp_dtype(cfg.train.amp, device)
     log = (lambda line: None) if quiet or not dist.is_main else info
     for note in notes:
@@ -583,13 +582,6 @@ def session_env(run: RunDir, threads: int, device: torch.device, world_size: int
         warn(f"{run.path} is resumed in another environment (" + "; ".join(changed) + ")")
     earlier = {k: v for k, v in before.items() if k != "earlier"}
     return {**env, "earlier": [earlier, *before.get("earlier", [])]}
-
-
-def preload_metrics() -> None:
-    """The final evaluation's ECE imports torchmetrics (~2 s; runs/metrics.py imports it late
-    for the commands that never need it). Imported here, before any clock starts, so a time
-    budget or the duration estimate does not pay for it at the run's end."""
-    import torchmetrics.functional.classification  # noqa: F401
 
 
 def make_model(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
