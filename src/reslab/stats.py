@@ -115,6 +115,10 @@ def summary_rows(per_metric: Mapping[str, Mapping]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- significance
+# The `test` of a pair not tested, then why (significance.csv keeps it readable).
+NOT_COMPARED = "not compared: "
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One significance test between entries `a` and `b` (difference = a - b).
@@ -135,6 +139,17 @@ class Comparison:
     ci95_low: float | None = None
     ci95_high: float | None = None
     p_holm: float | None = None
+
+    @classmethod
+    def apart(cls, a: str, b: str, why: str, n: int) -> Comparison:
+        """A pair that was not tested: its entries were evaluated on different images."""
+        return cls(a, b, NOT_COMPARED + why, None, None, None, False, n)
+
+    @property
+    def not_compared(self) -> str | None:
+        """Why the pair was not tested (`apart`), or None for a tested pair."""
+        return self.test.removeprefix(NOT_COMPARED) if self.test.startswith(NOT_COMPARED) \
+            else None
 
     @property
     def p(self) -> float | None:

@@ -50,7 +50,6 @@ OWN_PLOTS = {"learning_curves", "confusion_matrix", "per_class_accuracy", "miscl
              "robustness", "overlaid_curves", "trial_learning_curves", "reliability",
              "mean_curves", "confirm_curves"}
 # The `test` of a significance.csv pair whose entries were evaluated on different images.
-DIFFERENT_SPLIT = "not compared: "
 CI_NOTE = ("± is the half-width of the 95 % Student-t interval of the mean over the runs "
            "(none with one run).")
 # Column names holding rates/losses, as whole words: "val_acc" yes, "train.accum_steps" no.
@@ -588,7 +587,7 @@ def _p_text(p: float | None) -> str | None:
 def significance_sentence(results: list[Comparison]) -> str:
     """stats.describe's sentence for the tested pairs, and a clause per pair that was not
     compared because its entries were evaluated on different images."""
-    apart = [r for r in results if r.test.startswith(DIFFERENT_SPLIT)]
+    apart = [r for r in results if r.not_compared is not None]
     tested = [r for r in results if r not in apart]
     text = describe(tested)
     for name in (n for r in tested[:1] for n in (r.a, r.b)):
@@ -597,8 +596,7 @@ def significance_sentence(results: list[Comparison]) -> str:
             text = name + text[len(name):]
             break
     if apart:
-        pairs = ", ".join(f"{r.a} and {r.b} ({r.test.removeprefix(DIFFERENT_SPLIT)})"
-                          for r in apart)
+        pairs = ", ".join(f"{r.a} and {r.b} ({r.not_compared})" for r in apart)
         text = (text + " " if text else "") + f"Not compared (different test images): {pairs}."
     return text
 

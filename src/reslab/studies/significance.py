@@ -19,7 +19,6 @@ from itertools import combinations
 import numpy as np
 
 from ..config import Config
-from ..report.html import DIFFERENT_SPLIT
 from ..runs.rundir import RunDir
 from ..stats import Comparison, compare_all, holm
 
@@ -123,5 +122,4 @@ def pair_tests(entries: list[Trained]) -> list[tuple[str, Comparison]]:
 
 
 def _not_compared(a: Trained, b: Trained) -> Comparison:
-    return Comparison(a.name, b.name, DIFFERENT_SPLIT + (why_not_shared(a, b) or ""), None,
-                      None, None, False, len(a.runs) + len(b.runs))
+    return Comparison.apart(a.name, b.name, why_not_shared(a, b) or "", len(a.runs) + len(b.runs))
