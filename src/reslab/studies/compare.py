@@ -413,11 +413,13 @@ def significance_markdown(results: list[tuple[str, Comparison]]) -> list[str]:
 
 def write_outputs(out: CompareDir, rows: list[dict], trained: list[Trained],
                   results: list[tuple[str, Comparison]], spec: CompareSpec, log: Log) -> None:
+    # Every run's rows are read first: a damaged metrics.jsonl stops the command before any
+    # table is rewritten.
+    groups = {t.name: [run.read_metrics() for run in t.runs.values()] for t in trained}
     out.write_table(columns_of(rows), rows, to_markdown(rows, spec, results))
     out.write_significance(results)
     if results:
         log(significance_sentence([r for _, r in results]))
-    groups = {t.name: [run.read_metrics() for run in t.runs.values()] for t in trained}
     if any(len(runs) > 1 for runs in groups.values()):
         plot_mean_curves(groups, out.plots / "mean_curves.png", keys=CURVE_KEYS)
     else:
