@@ -185,11 +185,13 @@ class RunDir(Directory):
 
     def read_config(self, overrides: list[str] | None = None) -> Config:
         """The run's resolved config; an empty or unparsable file is an error, never defaults.
+        Its paths were made absolute when it was written (a relative one, from an older
+        reslab, is taken relative to the current folder, as it was then).
         `overrides` (a resume's --set) may not change the data of a run that has started: a
         re-split would test on images it trained on (see refuse_data_overrides)."""
         if overrides:
             self.refuse_data_overrides(overrides)
-        return load_config(self.config, overrides, allow_empty=False)
+        return load_config(self.config, overrides, allow_empty=False, file_relative=False)
 
     def refuse_data_overrides(self, overrides: list[str]) -> None:
         """No `--set data.*` on a finished run (its result.json describes its data), and no
@@ -630,7 +632,7 @@ class RepeatsDir(Directory):
         atomic_write_text(self.plan_yaml, cfg.to_yaml())
 
     def read_plan(self) -> Config:
-        return load_config(self.plan_yaml)
+        return load_config(self.plan_yaml, file_relative=False)
 
     def write_summary(self, summary: dict[str, dict]) -> None:
         write_json(self.summary_json, summary)
