@@ -77,17 +77,20 @@ def test_a_damaged_run_file_is_one_line_naming_it_and_nothing_changes(finished, 
     assert snapshot(copy) == before
 
 
-@pytest.mark.parametrize("finished_run", [True, False], ids=["finished", "unfinished"])
-def test_a_cut_checkpoint_is_one_line_or_costs_nothing(finished, tmp_path, cli, finished_run):
+@pytest.mark.parametrize("cut_files, finished_run", [
+    (("last", "best"), True), (("last", "best"), False), (("best",), False)])
+def test_a_cut_checkpoint_is_one_line_or_costs_nothing(finished, tmp_path, cli, cut_files,
+                                                      finished_run):
     """A finished run's table values come from result.json: its cut checkpoints cost the
     table only the format column's detail (the config's `auto`). An unfinished run would
-    resume from last.pt: one line naming it, never a retrain from scratch over it."""
+    resume from last.pt and end on best.pt: one line naming the first damaged one, before
+    anything is written (never a retrain from scratch over it)."""
     study, out = finished
     copy = tmp_path / "out"
     shutil.copytree(out, copy, symlinks=True)
     run = RunDir(copy / "runs" / "w4")
-    for ckpt in (run.last, run.best):
-        cut(ckpt)
+    for name in cut_files:
+        cut(getattr(run, name))
     if not finished_run:
         run.result.unlink()
     before = snapshot(copy)
@@ -99,8 +102,8 @@ def test_a_cut_checkpoint_is_one_line_or_costs_nothing(finished, tmp_path, cli, 
         assert [r[:2] + r[3:6] for r in table] == [r[:2] + r[3:6] for r in was]
         return
     assert code == 2 and "Traceback" not in err
-    line = err.splitlines()[-1]
-    assert line.startswith(f"reslab compare: error: checkpoint {run.last} {CKPT}")
+    damaged = getattr(run, cut_files[0])
+    assert err.splitlines()[-1].startswith(f"reslab compare: error: checkpoint {damaged} {CKPT}")
     assert snapshot(copy) == before
 
 

@@ -195,6 +195,8 @@ def build_trainer(config, out, resume, overrides, dist: Dist, quiet: bool,
     if ckpt is not None:  # everything a resume can refuse, before anything is written
         check_split(ckpt["norm"].get("split"), data, str(run.path))
         load_weights(model, ckpt["model"], run.last)
+        if run.best.is_file():  # read at the end (the final weights): refused now if damaged
+            load_checkpoint(run.best)
     if run is None:
         run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
