@@ -6,6 +6,7 @@ values become one-line `ReslabError`s that name the key, the value and what was 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shlex
@@ -24,7 +25,7 @@ from pydantic import (
 )
 
 from .errors import ReslabError, short_repr
-from .output import note
+from .output import note, warn
 
 # `data.augment` is a base preset, a policy, or BASE+POLICY (e.g. crop-flip+trivialaugment):
 # the base's crop/flip/colour steps run first, then the policy's per-image ops.
@@ -637,9 +638,13 @@ def expanded_nodes(node: yaml.Node, memo: dict[int, int], open_nodes: set[int]) 
 
 
 def load_config(source: str | Path | dict | Config | None = None,
-                overrides: list[str] | None = None, allow_empty: bool = True) -> Config:
+                overrides: list[str] | None = None, allow_empty: bool = True,
+                file_relative: bool = True) -> Config:
     """A path, a mapping, a Config or None (all defaults), plus overrides -> validated Config.
-    `allow_empty=False`: an empty file is an error, not all defaults (a run's config.yaml)."""
+    `allow_empty=False`: an empty file is an error, not all defaults (a run's config.yaml).
+    Paths (PATH_KEYS) come out absolute: a file's relative to its folder (`file_relative=False`:
+    to the current folder, for the files reslab wrote itself, whose paths were resolved when
+    they were written), the overrides' and a mapping's relative to the current folder."""
     if isinstance(source, Config):
         raw, name = source.to_dict(), "config"
     elif isinstance(source, dict):
@@ -647,20 +652,25 @@ def load_config(source: str | Path | dict | Config | None = None,
     elif source is None:
         raw, name = {}, "config"
     else:
-        raw, name = read_config_file(source, allow_empty=allow_empty), str(source)
-    cfg = validate(apply_overrides(raw, overrides), name)
+        raw = read_config_file(source, allow_empty=allow_empty, file_relative=file_relative)
+        name = str(source)
+    cfg = validate(absolute_paths(apply_overrides(raw, overrides)), name)
     if isinstance(source, (str, Path)):
         cfg.model.arch = ModelConfig.resolve_arch(cfg.model.arch, Path(source).resolve().parent)
     return cfg
 
 
 def read_config_file(path: str | Path, chain: tuple[Path, ...] = (),
-                     allow_empty: bool = True) -> dict:
+                     allow_empty: bool = True, file_relative: bool = True) -> dict:
     """A train config file as a mapping, with its `base: other.yaml` (relative to the file)
     read first and this file's keys merged on top (mappings key by key, anything else
-    replaced). A user model `file.py:Class` in a base stays relative to the base's folder."""
+    replaced). A user model `file.py:Class` in a base stays relative to the base's folder;
+    each file's paths (PATH_KEYS) are made absolute against its own folder (see
+    resolve_paths)."""
     path = Path(path)
     raw = read_yaml(path, allow_empty=allow_empty)
+    if file_relative:
+        raw = resolve_paths(raw, path.resolve().parent, str(path))
     base = raw.pop("base", None)
     if base is None:
         return raw
@@ -689,3 +699,94 @@ def merge_mappings(below: dict, above: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+# ----------------------------------------------------------------------------- paths
+# Config keys holding a file or folder. In a file (a config, or a sweep, comparison or study
+# file) a relative one is relative to that file's folder, as `base:` and a user model's
+# `file.py:Class` are; given on the command line (--set) or in a mapping, to the current
+# folder. Either way it is stored absolute, so a run's config.yaml reads the same from
+# anywhere. (`data.labels` is relative to data.root.)
+PATH_KEYS = ("data.root", "data.cache_dir", "model.pretrained")
+_fallbacks_warned: set[tuple[str, str]] = set()
+
+
+def get_key(raw: Any, dotted: str) -> Any:
+    """The value at a dotted key of nested mappings; None where a level is missing."""
+    node = raw
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def is_path_value(value: Any) -> bool:
+    """A relative path to resolve: a non-empty string, not absolute (`~` counts as absolute),
+    not a `scheme:rest` value (reslab study's `prepared:TREE`)."""
+    return (isinstance(value, str) and bool(value.strip())
+            and not Path(value).expanduser().is_absolute()
+            and re.match(r"[A-Za-z][\w+.-]+:", value) is None)
+
+
+def resolve_path(value: str, folder: Path, source: str, key: str) -> str:
+    """A path from the file `source` (in `folder`), made absolute against `folder`. One that
+    exists only relative to the current folder still resolves there (the rule before paths
+    were file-relative), with a one-line warning per file and key; one found in neither place
+    resolves against `folder`, where the error about it then points."""
+    if not is_path_value(value):
+        return value
+    here = (Path(folder) / value).resolve()
+    if here.exists() or not Path(value).exists():
+        return str(here)
+    if (source, key) not in _fallbacks_warned:
+        _fallbacks_warned.add((source, key))
+        warn(f"{source}: {key} = {value} is relative to the current folder; paths in a config "
+             "are relative to the config's own folder (this fallback will be removed)")
+    return str(Path(value).resolve())
+
+
+def resolve_paths(raw: Any, folder: Path, source: str) -> Any:
+    """`raw` (a config mapping from the file `source` in `folder`) with its relative PATH_KEYS,
+    also those in `machine:` override sets, made absolute (resolve_path); anything that is
+    not a mapping is returned as it is, for validation to report."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+    for key in PATH_KEYS:
+        value = get_key(raw, key)
+        if is_path_value(value):
+            set_key(raw, key, resolve_path(value, folder, source, key))
+    machine = raw.get("machine")
+    for name, sets in machine.items() if isinstance(machine, dict) else ():
+        for key in [k for k in PATH_KEYS if isinstance(sets, dict) and is_path_value(sets.get(k))]:
+            sets[key] = resolve_path(sets[key], folder, source, f"machine.{name}.{key}")
+    return raw
+
+
+def absolute_paths(raw: Any) -> Any:
+    """`raw` with relative PATH_KEYS made absolute against the current folder (--set values,
+    a mapping passed to the API): the run's config.yaml then means the same from anywhere."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+    for key in PATH_KEYS:
+        value = get_key(raw, key)
+        if is_path_value(value):
+            set_key(raw, key, str(Path(value).resolve()))
+    return raw
+
+
+def resolve_override_paths(items: list[str], folder: Path, source: str) -> list[str]:
+    """KEY=VALUE overrides written in a file (a comparison's `overrides:`): a path value is
+    relative to that file's folder like the file's other paths, rewritten absolute."""
+    out = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if sep and key.strip() in PATH_KEYS else None
+        except yaml.YAMLError:
+            value = text
+        if is_path_value(value):
+            item = f"{key}={json.dumps(resolve_path(value, folder, source, key.strip()))}"
+        out.append(item)
+    return out
+

@@ -167,8 +167,10 @@ ROWS: dict[str, list[tuple[tuple[str, ...], str, str]]] = {
     "train": [
         (('epochs', 'batch_size', 'eval_batch_size'),
          '`10`, `128`, `512`',
-         'passes over the training split; images per training step; images per evaluation '
-         'batch'),
+         'passes over the training split; images per training step (a last partial batch '
+         'that would leave a process fewer than 2 images is dropped each epoch; a model with '
+         'BatchNorm layers needs at least 2 per process, so 1 is refused before the run '
+         'starts); images per evaluation batch'),
         (('optimizer',),
          '`sgd`',
          '`sgd`, `adam`, `adamw`, `adadelta`'),

@@ -35,7 +35,8 @@ def test_format_study_arms_differ_only_in_encoding():
             for n in ("jpeg", "linear", "log")}
     for name, cfg in arms.items():
         assert cfg["data"]["format"] == {"jpeg": "srgb"}.get(name, name)
-        assert cfg["data"]["root"] == f"data/format-study/{name}"
+        # relative to the config, the trees the README makes in the project's data/
+        assert cfg["data"]["root"] == str(EXAMPLES.parent / "data" / "format-study" / name)
         for key in ("root", "format"):
             cfg["data"].pop(key)
         cfg.pop("name")
@@ -64,3 +65,21 @@ def test_cifar10_resnet18_is_the_s1_recipe():
     assert cfg.data.augment == "crop-flip-gray" and cfg.data.gray_p == 0.5
     assert not cfg.train.early_stopping.enabled
     assert (cfg.model.arch, cfg.model.width, cfg.train.epochs) == ("resnet18", 42, 60)
+
+
+def test_example_paths_are_the_trees_the_readmes_make():
+    """Paths in a config are relative to the config: every example's data.root lands where
+    the READMEs (run from the project root) put the data, data/ or ../shared, whatever the
+    current folder."""
+    from reslab.studies.compare import load_compare
+    from reslab.sweep.spec import load_sweep
+
+    roots = {p: load_config(p).data.root for p in CONFIGS}
+    roots |= {p: load_sweep(p).base.data.root for p in sorted((EXAMPLES / "sweeps").glob("*.yaml"))}
+    roots |= {p: e.cfg.data.root for p in sorted((EXAMPLES / "compare").glob("*.yaml"))
+              for e in load_compare(p).entries}
+    places = (EXAMPLES.parent / "data", EXAMPLES.parent.parent / "shared")
+    named = {p: r for p, r in roots.items() if r is not None}
+    assert len(named) >= 10
+    for path, root in named.items():
+        assert any(Path(root).is_relative_to(place) for place in places), (path, root)

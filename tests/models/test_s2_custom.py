@@ -131,7 +131,8 @@ def test_example_config_follows_the_note():
     assert (t.optimizer, t.lr, t.weight_decay, t.batch_size) == ("adadelta", 1e-4, 1e-3, 128)
     assert (t.scheduler, t.plateau.monitor, t.plateau.factor, t.plateau.patience) == (
         "plateau", "val_acc", 0.5, 10)
-    assert cfg.data.val_fraction == 0.2 and cfg.data.root == "../shared/data/cifar10/train"
+    assert cfg.data.val_fraction == 0.2  # the root: ../shared/data/cifar10/train from the project
+    assert cfg.data.root == str(EXAMPLE.parents[2] / "shared" / "data" / "cifar10" / "train")
     assert cfg.model.arch == f"{MODULE}:S2ResNet"
 
 

@@ -8,6 +8,7 @@ import socket
 import time
 
 import pytest
+import yaml
 
 from reslab.errors import ReslabError
 from reslab.sweep.spec import load_sweep
@@ -111,3 +112,40 @@ def test_a_bad_storage_host_exits_2_within_15_s(tmp_path, write_sweep, cli, sile
     assert err == (f"reslab sweep: error: --storage {url}: cannot open (connection to server at "
                    f"\"127.0.0.1\", port {port} failed: {reason})\n")
     assert spec.read_bytes() == before
+    assert not (tmp_path / "out").exists()  # checked before the sweep directory is made
+
+
+# A storage that cannot work is one line, exit 2, before --out is made (no .reslab marker, no
+# study.txt left behind): (URL, the reason after "cannot open" or the whole message).
+BAD_STORAGES = {
+    "not a URL": ("nonsense", "cannot open (Could not parse SQLAlchemy URL from given URL "
+                              "string)"),
+    "unknown database": ("foo://host/db", "cannot open (Can't load plugin: "
+                                          "sqlalchemy.dialects:foo)"),
+    "in-memory SQLite": ("sqlite://", "an in-memory SQLite database is not shared with the "
+                                      "sweep's worker processes; expected sqlite:///PATH"),
+    "SQLite file is a folder": ("sqlite:///{dir}", "cannot open (unable to open database file)"),
+    "journal file is a folder": ("journal:{dir}", "cannot open (is a directory: {dir})"),
+    "journal without a file": ("journal:", "no file; expected journal:PATH"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_STORAGES)
+@pytest.mark.parametrize("command", ["sweep", "study"])
+def test_a_bad_storage_is_one_line_and_writes_nothing(tmp_path, write_sweep, cli, case,
+                                                      command):
+    url, reason = (text.format(dir=tmp_path) for text in BAD_STORAGES[case])
+    if command == "sweep":
+        spec = grid_points(write_sweep)
+    else:
+        spec = tmp_path / "study.yaml"
+        sweep = yaml.safe_load(grid_points(write_sweep).read_text())
+        sweep["base"]["data"]["test_fraction"] = 0.2  # a study tests every variant
+        spec.write_text(yaml.safe_dump({"name": "s", "base": sweep["base"], "axes": {
+            "width": {"w4": {"model.width": 4}}}, "sweep": {
+            "sampler": "grid", "space": sweep["space"]}, "confirm": {"repeats": 2}}))
+    before = spec.read_bytes()
+    code, out, err = cli(command, spec, "--out", tmp_path / "out", "--storage", url)
+    assert (code, out) == (2, "")
+    assert err == f"reslab {command}: error: --storage {url}: {reason}\n"
+    assert not (tmp_path / "out").exists() and spec.read_bytes() == before

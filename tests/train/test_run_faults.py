@@ -234,3 +234,75 @@ def test_resume_refuses_a_users_folder_with_a_config_of_its_own(tmp_path, cli, f
     assert code == 2 and "not a run directory reslab made" in err and err.count("\n") == 1
     assert (folder / "config.yaml").read_text() == mine
     assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "result.json"]
+
+
+# ----------------------------------------------------------------- BatchNorm and one image
+# The CIFAR ResNet-18 halves 8x8 digits three times: its last stage sees 1x1 feature maps, so
+# a batch of one image gives its BatchNorm layers one value per channel.
+ONE_BY_ONE = {"model": {"arch": "resnet18", "width": 4},
+              "data": {"max_per_class": 5, "augment": "none"}}
+
+
+def test_batch_size_1_with_batchnorm_is_refused_before_anything_is_written(tmp_path, cli,
+                                                                           fast_config):
+    cfg = fast_config(**ONE_BY_ONE)
+    cfg["train"].update(batch_size=1, epochs=1)
+    config = write_config(tmp_path / "c.yaml", cfg)
+    before = config.read_bytes()
+    expected = ("train.batch_size = 1: resnet18 has BatchNorm layers, which need at least 2 "
+                "images per training batch (one image gives them a single value per channel); "
+                "set train.batch_size to 2 or more\n")
+    code, out, err = cli("train", config, "--out", tmp_path / "run")
+    assert (code, err) == (2, "reslab train: error: " + expected)
+    assert not (tmp_path / "run").exists() and config.read_bytes() == before
+    code, _, err = cli("lr-find", config, "--out", tmp_path / "lr")  # the same builder
+    assert (code, err) == (2, "reslab lr-find: error: " + expected)
+
+
+def test_a_last_batch_of_one_image_is_dropped_not_a_crash(tmp_path, fast_config):
+    from reslab.config import load_config
+    from reslab.data import load_data
+
+    cfg = fast_config(**ONE_BY_ONE)
+    n = len(load_data(load_config(cfg).data).train)
+    cfg["train"].update(batch_size=n - 1, epochs=1)  # batches of n - 1 images and 1 image
+    result = train(cfg, out=tmp_path / "run", quiet=True)
+    assert result["epochs_run"] == 1 and result["stop_reason"] == "completed"
+
+
+def test_one_image_per_process_is_refused_unless_sync_bn_pools_them(fast_config):
+    from reslab.config import load_config
+    from reslab.errors import ReslabError
+    from reslab.models import build_model
+    from reslab.training.loop import refuse_one_image_batches
+
+    cfg = load_config(fast_config(train={"batch_size": 3}))
+    model = build_model(cfg.model, 10, 1)
+    with pytest.raises(ReslabError) as err:
+        refuse_one_image_batches(cfg, model, world_size=2)
+    assert str(err.value) == (
+        "train.batch_size = 3 over 2 processes (1 each): resnet20 has BatchNorm layers, which "
+        "need at least 2 images per training batch (one image gives them a single value per "
+        "channel); set train.batch_size to 4 or more")
+    refuse_one_image_batches(cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"sync_bn": True})}), model, world_size=2)
+    refuse_one_image_batches(cfg, model, world_size=1)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten())
+    refuse_one_image_batches(cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"batch_size": 1})}), plain, world_size=1)  # no BatchNorm: one image is fine
+
+
+def test_the_last_batch_leaves_every_process_at_least_2_images():
+    from reslab.data import ImageSet
+    from reslab.data.loader import BatchLoader, Normalizer
+
+    data = ImageSet(torch.zeros(19, 1, 4, 4, dtype=torch.uint8), torch.arange(19) % 2)
+    norm = Normalizer([0.0], [1.0], 255.0, torch.device("cpu"))
+    sizes = {}
+    for world_size in (1, 2):
+        for rank in range(world_size):
+            loader = BatchLoader(data, 8, torch.device("cpu"), norm, shuffle=True, rank=rank,
+                                 world_size=world_size)
+            sizes[world_size, rank] = [len(y) for _, y, _ in loader.epoch(1)]
+    # 19 = 8 + 8 + 3: one process keeps the 3; two would get 2 and 1, so it is dropped.
+    assert sizes == {(1, 0): [8, 8, 3], (2, 0): [4, 4], (2, 1): [4, 4]}

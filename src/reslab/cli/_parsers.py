@@ -17,7 +17,8 @@ def command_parser(sub, name: str, help: str, description: str) -> argparse.Argu
 
 def add_set_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.lr=0.01 (repeatable)")
+                   help="override a config key, e.g. --set train.lr=0.01 (repeatable; a path "
+                   "is relative to the current folder, a config file's to the file)")
 
 
 def add_executor_flags(p: argparse.ArgumentParser, what: str = "runs") -> None:

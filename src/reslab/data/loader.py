@@ -70,9 +70,10 @@ class BatchLoader:
     def _global_batches(self, epoch: int) -> list[torch.Tensor]:
         order = self._order(epoch)
         batches = list(order.split(self.batch_size))
-        # A tiny last batch gives noisy BatchNorm statistics (one sample breaks them) and, under
-        # DDP, could leave a rank empty: drop it from training epochs.
-        if self.shuffle and batches and len(batches[-1]) < max(2, self.world_size):
+        # A tiny last batch gives noisy BatchNorm statistics, and one image on a process gives
+        # a BatchNorm layer on a 1x1 feature map a single value per channel (PyTorch stops):
+        # training epochs drop a last batch that leaves any process fewer than 2 images.
+        if self.shuffle and batches and len(batches[-1]) < 2 * self.world_size:
             batches.pop()
         return batches
 

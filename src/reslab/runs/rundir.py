@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Config, load_config
+from ..config import Config, first_line_of, load_config
 from ..errors import ReslabError, short_repr
 from ..stats import SUMMARY_COLUMNS, Comparison, summary_rows
 from ..utils import (
@@ -55,6 +56,10 @@ EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt",
                    "safetensors": ".safetensors"}
 # The final evaluation's headline metrics in result.json (all of them: eval_metrics.json).
 RESULT_METRICS = ("top5", "macro_f1", "ece", "nll")
+# result.json values that tables, summaries and significance tests compute with: numbers (or
+# null); anything else is a damaged file, refused when it is read.
+RESULT_NUMBERS = ("best_val_acc", "final_val_acc", "test_acc", "params", "epochs_run",
+                  "seconds_per_epoch", *RESULT_METRICS)
 
 
 # data.* keys a --resume of a started (unfinished) run may change: where the images are, how
@@ -180,11 +185,13 @@ class RunDir(Directory):
 
     def read_config(self, overrides: list[str] | None = None) -> Config:
         """The run's resolved config; an empty or unparsable file is an error, never defaults.
+        Its paths were made absolute when it was written (a relative one, from an older
+        reslab, is taken relative to the current folder, as it was then).
         `overrides` (a resume's --set) may not change the data of a run that has started: a
         re-split would test on images it trained on (see refuse_data_overrides)."""
         if overrides:
             self.refuse_data_overrides(overrides)
-        return load_config(self.config, overrides, allow_empty=False)
+        return load_config(self.config, overrides, allow_empty=False, file_relative=False)
 
     def refuse_data_overrides(self, overrides: list[str]) -> None:
         """No `--set data.*` on a finished run (its result.json describes its data), and no
@@ -296,10 +303,20 @@ class RunDir(Directory):
         write_json(self.result, result)
 
     def read_result(self) -> dict:
+        """result.json; one line naming it when it is damaged (empty, cut short, not an
+        object, a headline value that is not a number): tables and tests must not read it."""
         if not self.result.is_file():
             raise ReslabError(f"{self.path}: no result.json (an unfinished run); finish it with "
                               f"reslab train --resume {self.path}")
-        return read_json(self.result)
+        result = _read_json_file(self.result, "the run's final results")
+        if not isinstance(result, dict):
+            raise ReslabError(f"{self.result}: expected a JSON object (the run's final "
+                              f"results), got {short_repr(result)}; the file is damaged")
+        bad = next((k for k in RESULT_NUMBERS if not _number_or_null(result.get(k))), None)
+        if bad is not None:
+            raise ReslabError(f"{self.result}: {bad} = {short_repr(result[bad])}: expected a "
+                              "number; the file is damaged")
+        return result
 
     def write_confusion(self, matrix: np.ndarray, classes: list[str]) -> None:
         write_csv(self.confusion, ["true\\pred", *classes],
@@ -339,8 +356,17 @@ class RunDir(Directory):
         """{labels, pred, confidence}, or None for a run written before the file existed."""
         if not self.predictions.is_file():
             return None
-        with np.load(self.predictions, allow_pickle=False) as data:
-            return {k: data[k] for k in ("labels", "pred", "confidence")}
+        try:
+            with np.load(self.predictions, allow_pickle=False) as data:
+                found = {k: data[k] for k in ("labels", "pred", "confidence")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise ReslabError(f"{self.predictions}: cannot read the final evaluation's "
+                              f"predictions ({type(err).__name__}: {first_line_of(err)}); the "
+                              "file is damaged") from None
+        if len({len(v) for v in found.values()}) != 1:
+            raise ReslabError(f"{self.predictions}: labels, pred and confidence differ in "
+                              "length; the file is damaged")
+        return found
 
     def write_misclassified(self, images: np.ndarray, mistakes: dict[str, np.ndarray]) -> None:
         atomic_write_bytes(self.misclassified, _npz_bytes(images=images, **mistakes))
@@ -402,9 +428,15 @@ class RunDir(Directory):
     def _robustness_rows(csv: Path) -> list[dict]:
         if not csv.is_file():
             return []
-        return [{"perturbation": r["perturbation"], "severity": int(r["severity"] or 0),
-                 "accuracy": float(r["accuracy"]), "drop": float(r["drop"]),
-                 "mode": r.get("mode") or ""} for r in read_csv(csv)]
+        try:
+            return [{"perturbation": r["perturbation"], "severity": int(r["severity"] or 0),
+                     "accuracy": float(r["accuracy"]), "drop": float(r["drop"]),
+                     "mode": r.get("mode") or ""} for r in read_csv(csv)]
+        except KeyError as err:
+            raise ReslabError(f"{csv}: no {err.args[0]} column (expected "
+                              f"{', '.join(ROBUSTNESS_COLUMNS)}); the file is damaged") from None
+        except (ValueError, TypeError) as err:  # a cell that is no number, not UTF-8
+            raise ReslabError(f"{csv}: {first_line_of(err)}; the file is damaged") from None
 
     def read_robustness_md(self, mode: str = "display") -> str | None:
         md = self.robustness_files(mode)[1]
@@ -600,7 +632,7 @@ class RepeatsDir(Directory):
         atomic_write_text(self.plan_yaml, cfg.to_yaml())
 
     def read_plan(self) -> Config:
-        return load_config(self.plan_yaml)
+        return load_config(self.plan_yaml, file_relative=False)
 
     def write_summary(self, summary: dict[str, dict]) -> None:
         write_json(self.summary_json, summary)
@@ -837,6 +869,10 @@ def _read_json_file(path: Path, what: str) -> Any:
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         raise ReslabError(f"{path}: empty or not valid JSON (expected {what}); the file is "
                           "damaged") from None
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _blank(value: Any) -> Any:

@@ -46,11 +46,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import (
     Config,
+    absolute_paths,
     apply_overrides,
     fan_out_keys,
     load_config,
     parse_mapping,
     read_yaml,
+    resolve_override_paths,
+    resolve_paths,
     validate,
 )
 from ..errors import ReslabError
@@ -120,7 +123,8 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Compar
     `overrides` (--set) go after the file's own `overrides:`."""
     path = Path(path)
     spec = parse_mapping(CompareFile, _read_compare(path), str(path), "a runs: list")
-    extra = [*spec.overrides, *(overrides or [])]
+    # The file's own overrides are part of it: their paths are relative to its folder.
+    extra = [*resolve_override_paths(spec.overrides, path.parent, str(path)), *(overrides or [])]
     entries = [_entry(item, i, path, extra) for i, item in enumerate(spec.runs)]
     for i, entry in enumerate(entries):
         _plan_repeats(entry, spec.repeats, f"{path}: runs[{i}]")
@@ -143,7 +147,8 @@ def _read_compare(path: Path) -> dict:
 def _entry(item: Any, i: int, path: Path, overrides: list[str]) -> Entry:
     where = f"{path}: runs[{i}]"
     if isinstance(item, dict):
-        cfg = validate(apply_overrides(item, overrides), where)
+        raw = apply_overrides(resolve_paths(item, path.parent.resolve(), where), overrides)
+        cfg = validate(absolute_paths(raw), where)
         return Entry(safe_name(cfg.name or cfg.model.arch), cfg)
     if not isinstance(item, str):
         raise ReslabError(f"{where}: expected a config path, a run directory or an inline "
@@ -156,7 +161,7 @@ def _entry(item: Any, i: int, path: Path, overrides: list[str]) -> Entry:
         if not (target / "config.yaml").is_file():
             raise ReslabError(f"{where}: {target} is a directory without config.yaml "
                               "(not a run or repeats directory)")
-        return Entry(safe_name(target.resolve().name), load_config(target / "config.yaml"), target)
+        return Entry(safe_name(target.resolve().name), RunDir(target).read_config(), target)
     if not target.is_file():
         raise ReslabError(f"{where}: {target} not found (expected a config file or a run "
                           "directory)")
@@ -410,6 +415,9 @@ def significance_markdown(results: list[tuple[str, Comparison]]) -> list[str]:
 
 def write_outputs(out: CompareDir, rows: list[dict], trained: list[Trained],
                   results: list[tuple[str, Comparison]], spec: CompareSpec, log: Log) -> None:
+    for t in trained:  # a damaged metrics.jsonl stops the command before a table is rewritten
+        for run in t.runs.values():
+            run.read_metrics()
     out.write_table(columns_of(rows), rows, to_markdown(rows, spec, results))
     out.write_significance(results)
     if results:

@@ -38,6 +38,7 @@ from ..output import info
 from ..runs.rundir import RepeatsDir, StudyDir
 from ..sweep.confirm import CONFIRM_SEED_OFFSET
 from ..sweep.run import run_sweep
+from ..sweep.storage import close_storage, open_before
 from ..utils import atomic_write_text, write_json
 from .study_outputs import write_study_outputs
 from .study_spec import SOURCE_TREE, StudyPlan, Variant, load_study_plan
@@ -61,6 +62,8 @@ def run_study(path: str | Path, out: str | Path | None = None, scale: str = "ful
     target = study_plan.out
     variants = selected(study_plan, only)
     check_weights(study_plan, variants)
+    if storage is not None:  # a bad --storage: one line, before the study directory exists
+        close_storage(open_before(storage, target.path))
     target.claim()
     check_same_study(target, study_plan)
     prepare_trees(study_plan, target, log)

@@ -34,12 +34,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import (
+    PATH_KEYS,
     Config,
     ModelConfig,
     fan_out_keys,
+    is_path_value,
     parse_mapping,
     read_config_file,
     read_yaml,
+    resolve_path,
     set_key,
     validate,
 )
@@ -174,6 +177,7 @@ def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None 
     name = spec.name or path.stem
     out = out if out is not None else StudyDir(default_out(name, scale))
     source = (path.parent / spec.prepare.source).resolve() if spec.prepare else None
+    spec.sweep = _sweep_paths(spec.sweep, path)
     base = _base_raw(spec, path)
     variants = [_variant(path, spec, base, combo, config_keys, out)
                 for combo in itertools.product(*(_axis_values(a, v)
@@ -182,14 +186,32 @@ def load_study_plan(path: str | Path, scale: str = "full", out: StudyDir | None 
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
-    """--set KEY=VALUE strings -> {KEY: value parsed as YAML}."""
+    """--set KEY=VALUE strings -> {KEY: value parsed as YAML}; a path there is relative to the
+    current folder (made absolute here, before the study file's paths are resolved)."""
     out = {}
     for item in sets or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ReslabError(f"--set {item!r:.80}: expected section.key=value")
-        out[key.strip()] = yaml.safe_load(text)
+        value = yaml.safe_load(text)
+        out[key.strip()] = str(Path(value).resolve()) if key.strip() in PATH_KEYS and \
+            is_path_value(value) else value
     return out
+
+
+def _sweep_paths(sweep: dict | None, path: Path) -> dict | None:
+    """The study's sweep with the path values of its space made absolute against the study
+    file's folder: each variant's sweep.yaml is written elsewhere (variants/<v>/)."""
+    space = (sweep or {}).get("space")
+    if not isinstance(space, dict) or not any(k in PATH_KEYS for k in space):
+        return sweep
+    space = copy.deepcopy(space)
+    for key in [k for k in PATH_KEYS if isinstance(space.get(k), dict)]:
+        values = space[key].get("values")
+        if isinstance(values, list):
+            space[key]["values"] = [resolve_path(v, path.parent.resolve(), str(path),
+                                                 f"sweep.space.{key}") for v in values]
+    return {**sweep, "space": space}
 
 
 def default_out(name: str, scale: str) -> Path:
@@ -262,7 +284,8 @@ def _variant(path: Path, spec: StudySpec, base: dict, combo: tuple, config_keys:
 
 def _resolved(value: Any, key: str, spec: StudySpec, path: Path, out: StudyDir,
               where: str) -> Any:
-    """`prepared:<tree>` -> the tree's path; a user model path -> absolute (this file's)."""
+    """`prepared:<tree>` -> the tree's path; a user model path and the other paths
+    (PATH_KEYS) -> absolute, against this file's folder."""
     if isinstance(value, str) and value.startswith(PREPARED):
         tree = value.removeprefix(PREPARED)
         trees = spec.prepare.trees if spec.prepare else {}
@@ -272,6 +295,8 @@ def _resolved(value: Any, key: str, spec: StudySpec, path: Path, out: StudyDir,
         return str(prepared_tree(out, tree, trees[tree]).resolve())
     if key == "model.arch" and isinstance(value, str):
         return ModelConfig.resolve_arch(value, path.parent)
+    if key in PATH_KEYS:  # relative to this file (a base file's own are absolute by now)
+        return resolve_path(value, path.parent.resolve(), str(path), key)
     return value
 
 

@@ -27,7 +27,13 @@ from .outputs import (
 )
 from .plots import write_plots
 from .spec import Sweep, load_sweep
-from .storage import default_url, make_storage, refuse_emptied_study_db, storage_errors
+from .storage import (
+    default_url,
+    make_storage,
+    open_before,
+    refuse_emptied_study_db,
+    storage_errors,
+)
 from .study import fill_queue, has_running, open_study
 from .workers import WorkerJob, run_processes
 
@@ -48,12 +54,13 @@ def run_sweep(spec_path: str | Path, out: str | Path | None = None, storage: str
     sweep = load_sweep(spec_path, overrides)
     sweep_dir = SweepDir(out if out else Path("sweeps") / safe_name(sweep.name))
     name = study_name or sweep.name
-    sweep_dir.claim(name)
     url = storage or default_url(sweep_dir.path)
     refuse_emptied_study_db(sweep_dir, url)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one-line errors say what failed
+    opened = open_before(url, sweep_dir.path, sweep.spec.heartbeat)  # nothing written yet
+    sweep_dir.claim(name)
     with storage_errors(url):
-        study = open_study(sweep, make_storage(url, sweep.spec.heartbeat), name)
+        study = open_study(sweep, opened or make_storage(url, sweep.spec.heartbeat), name)
         queued = fill_queue(study, sweep)
         threads = max(1, available_cores() // len(slots))
         info(f"Sweep {name}: {sweep.spec.sampler} over {', '.join(sweep.keys)}; {queued} "

@@ -16,13 +16,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import (
+    PATH_KEYS,
     Config,
     ModelConfig,
+    absolute_paths,
     apply_overrides,
     fan_out_keys,
     parse_mapping,
     read_config_file,
     read_yaml,
+    resolve_path,
+    resolve_paths,
     set_key,
     validate,
 )
@@ -212,11 +216,15 @@ def sweep_from_mapping(raw: Any, path: Path, overrides: list[str] | None = None)
         base_path = path.parent / spec.base
         base_raw = _with_absolute_arch(read_config_file(base_path), base_path.parent)
         base = validate(base_raw, str(base_path))
-    else:
-        base_raw = _with_absolute_arch(spec.base, path.parent)
+    else:  # an inline base: its paths are relative to this file, as in a config file
+        base_raw = resolve_paths(_with_absolute_arch(spec.base, path.parent),
+                                 path.parent.resolve(), f"{path}: base")
         base = validate(base_raw, f"{path}: base")
-    if overrides:
-        base_raw = apply_overrides(base_raw, overrides)
+    for key in [k for k in spec.space if k in PATH_KEYS and spec.space[k].values]:
+        spec.space[key].values = [resolve_path(v, path.parent.resolve(), str(path),
+                                               f"space.{key}") for v in spec.space[key].values]
+    if overrides:  # their paths are relative to the current folder
+        base_raw = absolute_paths(apply_overrides(base_raw, overrides))
         base = validate(base_raw, f"{path}: base with --set")
     if fan_out_keys(base):
         raise ReslabError(f"{path}: base: {', '.join(fan_out_keys(base))} names several runs; "

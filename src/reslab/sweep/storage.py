@@ -21,10 +21,12 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 
 import optuna
+import sqlalchemy.engine.url as sa_url
 import sqlalchemy.exc as sa_exc
 
 from ..errors import ReslabError
 from ..runs.rundir import SweepDir
+from ..utils import os_error_line
 from .spec import Heartbeat
 
 SQLITE_TIMEOUT_S = 120
@@ -64,17 +66,24 @@ def refuse_emptied_study_db(sweep_dir: SweepDir, url: str) -> None:
 
 def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
     """`heartbeat=None` (the progress monitor) opens the storage without one."""
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    kwargs = _engine_kwargs(url)
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    file = local_file(url)
+    if in_memory_sqlite(url):
+        raise ReslabError(f"--storage {redact_url(url)}: an in-memory SQLite database is not "
+                          "shared with the sweep's worker processes; expected sqlite:///PATH")
+    if url.startswith("journal:") and not url.removeprefix("journal:").strip():
+        raise ReslabError(f"--storage {url}: no file; expected journal:PATH")
     try:
-        storage = _open_rdb(url, kwargs, heartbeat)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(str(file)))
+    except OSError as err:  # a folder where the file goes, a read-only or missing parent
+        raise ReslabError(f"--storage {redact_url(url)}: cannot open ({os_error_line(err)})"
+                          ) from None
+    try:
+        storage = _open_rdb(url, _engine_kwargs(url), heartbeat)
     except ImportError as err:
         raise ReslabError(f"--storage {redact_url(url)}: missing database driver "
                           f"({redact_text(str(err), url)}); for PostgreSQL: pip install "
@@ -85,6 +94,42 @@ def make_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
     if url.startswith("sqlite"):
         _serialise_sqlite(storage.engine)
     return storage
+
+
+def local_file(url: str) -> Path | None:
+    """The file a `sqlite:///PATH` or `journal:PATH` storage keeps its studies in; None for a
+    database server (or an in-memory SQLite URL)."""
+    for scheme in ("journal:", "sqlite:///"):
+        if url.startswith(scheme):
+            return Path(url.removeprefix(scheme))
+    return None
+
+
+def in_memory_sqlite(url: str) -> bool:
+    try:
+        parsed = sa_url.make_url(url)
+    except Exception:  # noqa: BLE001 -- not a URL: opening it says so
+        return False
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def open_before(url: str, folder: Path, heartbeat: Heartbeat | None = None
+                ) -> optuna.storages.BaseStorage | None:
+    """A --storage opened before `folder` (the sweep's or study's --out) is made: a bad one
+    (malformed, unreachable, no driver, an unusable file) is then one line with nothing
+    written. A file storage inside `folder` is opened after the folder is claimed, as opening
+    it writes there (None: not opened here)."""
+    file = local_file(url)
+    if file is not None and Path(folder).resolve() in (file.resolve(), *file.resolve().parents):
+        return None
+    return make_storage(url, heartbeat)
+
+
+def close_storage(storage: optuna.storages.BaseStorage | None) -> None:
+    """Close a storage opened only to check it (its pooled database connections)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _open_rdb(url: str, kwargs: dict, heartbeat: Heartbeat | None

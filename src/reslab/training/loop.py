@@ -195,6 +195,8 @@ def build_trainer(config, out, resume, overrides, dist: Dist, quiet: bool,
     if ckpt is not None:  # everything a resume can refuse, before anything is written
         check_split(ckpt["norm"].get("split"), data, str(run.path))
         load_weights(model, ckpt["model"], run.last)
+        if run.best.is_file():  # read at the end (the final weights): refused now if damaged
+            load_checkpoint(run.best)
     if run is None:
         run = RunDir.create(cfg, out) if dist.is_main else RunDir(out or "")
         run = dist.broadcast_run(run)
@@ -558,6 +560,7 @@ def build_parts(cfg: Config, dist: Dist, overrides: list[str] | None, new_run: b
         check_param_budget(cfg.model, *listing_shape(cfg))
     data = load_data(cfg.data, progress=progress_enabled(cfg.train.progress) and dist.is_main)
     model = make_model(cfg, data, device, dist, pretrained=from_scratch)
+    refuse_one_image_batches(cfg, model, dist.world_size)
     init_note = initialise(cfg, data, model, device) if from_scratch else None
     return cfg, device, threads, data, model, [n for n in (machine_note, init_note) if n]
 
@@ -599,6 +602,31 @@ def make_model(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
     if cfg.train.sync_bn:
         model = dist.convert_sync_bn(model.to(device))
     return model.to(device, memory_format=memory_format(cfg.train.channels_last))
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def refuse_one_image_batches(cfg: Config, model: nn.Module, world_size: int) -> None:
+    """A BatchNorm layer normalises over the images of a batch: with one image per step (per
+    process under DDP, unless train.sync_bn pools them) it gets a single value per channel
+    from a 1x1 feature map or a head, and PyTorch stops mid-run with a traceback. Refused
+    here, before the run directory exists. (The loader drops a last partial batch of fewer
+    than 2 images per process, so full batches are what counts.)"""
+    size = cfg.train.batch_size
+    if size < world_size:
+        raise ReslabError(f"train.batch_size = {size}: fewer images than the {world_size} "
+                          f"processes that share each batch; set it to {2 * world_size} or "
+                          "more")
+    pooled = cfg.train.sync_bn and world_size > 1
+    per_step = size if pooled else size // world_size
+    if per_step >= 2 or not any(isinstance(m, BATCH_NORMS) for m in model.modules()):
+        return
+    where = "" if world_size == 1 else f" over {world_size} processes ({per_step} each)"
+    raise ReslabError(f"train.batch_size = {size}{where}: {cfg.model.arch} has BatchNorm "
+                      "layers, which need at least 2 images per training batch (one image "
+                      "gives them a single value per channel); set train.batch_size to "
+                      f"{2 * (1 if pooled else world_size)} or more")
 
 
 def initialise(cfg: Config, data: DataBundle, model: nn.Module, device: torch.device
