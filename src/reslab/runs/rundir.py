@@ -315,7 +315,7 @@ class RunDir(Directory):
                              f"{matrix.shape}")
         return classes, matrix
 
-    # The full metrics of the same evaluation as confusion_matrix.csv (runs/metrics.py's
+    # The full metrics of the same evaluation as confusion_matrix.csv (engine/metrics.py's
     # classification_metrics plus split and n): per-class table, reliability bins, pairs.
     eval_metrics = property(lambda self: self.path / "eval_metrics.json")
 
