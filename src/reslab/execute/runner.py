@@ -118,4 +118,4 @@ def ensure_robustness(run: RunDir, suite: str, raw: bool = False, log: Log | Non
     if log is not None:
         log(f"{run.path.name}: robustness ({suite} suite, {mode})")
     rows = run_robustness(run.path, suite=suite, raw=raw)
-    plot_robustness(rows, run.plots / "robustness.png")
+    plot_robustness(rows, run.robustness_plot(mode))

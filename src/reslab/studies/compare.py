@@ -155,10 +155,11 @@ def _entry(item: Any, i: int, path: Path, overrides: list[str]) -> Entry:
     if target.is_dir() and RepeatsDir(target).plan_yaml.is_file():
         return Entry(safe_name(target.resolve().name), RepeatsDir(target).read_plan(), target)
     if target.is_dir():
-        if not (target / "config.yaml").is_file():
-            raise ReslabError(f"{where}: {target} is a directory without config.yaml "
+        run = RunDir(target)
+        if not run.config.is_file():
+            raise ReslabError(f"{where}: {target} is a directory without {run.config.name} "
                               "(not a run or repeats directory)")
-        return Entry(safe_name(target.resolve().name), load_config(target / "config.yaml"), target)
+        return Entry(safe_name(target.resolve().name), load_config(run.config), target)
     if not target.is_file():
         raise ReslabError(f"{where}: {target} not found (expected a config file or a run "
                           "directory)")
@@ -419,9 +420,9 @@ def write_outputs(out: CompareDir, rows: list[dict], trained: list[Trained],
         log(significance_sentence([r for _, r in results]))
     groups = {t.name: [run.read_metrics() for run in t.runs.values()] for t in trained}
     if any(len(runs) > 1 for runs in groups.values()):
-        plot_mean_curves(groups, out.plots / "mean_curves.png", keys=CURVE_KEYS)
+        plot_mean_curves(groups, out.mean_curves_png, keys=CURVE_KEYS)
     else:
         plot_overlaid_curves({name: runs[0] for name, runs in groups.items()},
-                             out.plots / "overlaid_curves.png", keys=CURVE_KEYS)
+                             out.overlaid_curves_png, keys=CURVE_KEYS)
     html, _ = write_report(out.path)
     log(f"report: {html}")
