@@ -27,8 +27,8 @@ from reslab.config import load_config
 from reslab.data import load_data
 from reslab.data.augment import build_train_augment
 from reslab.data.loader import BatchLoader, Normalizer
+from reslab.engine.device import amp_dtype, configure_threads
 from reslab.models import build_model
-from reslab.runs.device import amp_dtype, configure_threads
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "train"
 

@@ -35,8 +35,8 @@ from time_to_accuracy import CANDIDATES, RECIPE, ROOT, heldout_split
 
 import reslab
 from reslab.config import Config, load_config
-from reslab.runs.device import resolve_device
-from reslab.runs.machine import apply_machine, machine_class
+from reslab.engine.device import resolve_device
+from reslab.engine.machine import apply_machine, machine_class
 from reslab.runs.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ import torch
 import reslab
 from reslab.config import load_config
 from reslab.data import DataBundle, load_data
-from reslab.runs.device import amp_dtype, resolve_device
+from reslab.engine.device import amp_dtype, resolve_device
 from reslab.runs.rundir import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.config import load_config
+from reslab.engine.device import deterministic_algorithms
 from reslab.models import build_model
 from reslab.models.safe_conv import SubsampledPointwiseConv
-from reslab.runs.device import deterministic_algorithms
 
 MODELS = {"resnet20-w16": ["model.arch=resnet20", "model.width=16"],
           "resnet18-w42": ["model.arch=resnet18", "model.width=42"]}

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from reslab.config import load_config
+from reslab.engine.device import amp_dtype
 from reslab.models import build_model
-from reslab.runs.device import amp_dtype
 
 MODELS = {"resnet18-w42": ["model.arch=resnet18", "model.width=42"],
           "resnet20": ["model.arch=resnet20"]}

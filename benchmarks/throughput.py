@@ -39,7 +39,7 @@ from time_to_accuracy import CANDIDATES, RECIPE, ROOT, isa_env
 
 import reslab
 from reslab.config import Config
-from reslab.runs.machine import machine_class
+from reslab.engine.machine import machine_class
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "throughput.jsonl"

@@ -45,9 +45,9 @@ import reslab
 from reslab.config import Config, load_config, parse_duration
 from reslab.data import load_data
 from reslab.data.sources import scan_class_tree, stratified_split
+from reslab.engine.device import amp_dtype, resolve_device
+from reslab.engine.machine import apply_machine, machine_class
 from reslab.models import build_model
-from reslab.runs.device import amp_dtype, resolve_device
-from reslab.runs.machine import apply_machine, machine_class
 from reslab.runs.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]

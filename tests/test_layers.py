@@ -16,7 +16,7 @@ LAYERS = {
     "errors": 0, "utils": 1, "progress": 1, "formatting": 1, "output": 0, "config": 2,
     "config_reference": 2, "stats": 2,
     "data": 3, "models": 3,
-    "runs": 4,
+    "runs": 4, "engine": 4,
     "training": 5, "evaluate": 5, "report": 5,
     "execute": 6,
     "sweep": 7,

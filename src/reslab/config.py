@@ -33,7 +33,7 @@ AUGMENT_BASES = ("none", "flip", "crop", "crop-flip", "crop-flip-gray", "imagene
                  "imagenet-phase2")
 AUGMENT_POLICIES = ("trivialaugment", "randaugment")
 AUGMENT_PRESETS = AUGMENT_BASES + AUGMENT_POLICIES
-# `machine:` classes (detected in runs/machine.py from the facts `train.amp: auto` uses).
+# `machine:` classes (detected in engine/machine.py from the facts `train.amp: auto` uses).
 MACHINE_CLASSES = ("cpu-fp32", "cpu-bf16", "cuda")
 
 
@@ -399,7 +399,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     # Per machine class, `--set`-style overrides ({train.batch_size: 512, ...}) that a new run
-    # applies once its device is known (runs/machine.py); its config.yaml keeps the one applied.
+    # applies once its device is known (engine/machine.py); its config.yaml keeps the one applied.
     machine: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("machine")

@@ -12,7 +12,7 @@ import yaml
 
 from reslab.cli.config import leaf_defaults
 from reslab.config import Config, load_config
-from reslab.runs.machine import machine_class
+from reslab.engine.machine import machine_class
 
 
 def write(path, mapping) -> str:

@@ -14,8 +14,8 @@ from reslab.data import load_data
 from reslab.data.loader import Normalizer
 from reslab.evaluate import export as export_mod
 from reslab.evaluate.export import load_safetensors_export
+from reslab.evaluate.loaded import load_run
 from reslab.runs.checkpoint import load_checkpoint
-from reslab.runs.loaded import load_run
 
 CONFIG = {
     "data": {"source": "digits", "val_fraction": 0.15, "test_fraction": 0.15,

@@ -18,7 +18,7 @@ from sklearn.metrics import (
 
 import reslab
 from reslab.evaluate import evaluation_data
-from reslab.runs.loaded import load_run
+from reslab.evaluate.loaded import load_run
 
 CONFIG = {
     "data": {"source": "digits", "val_fraction": 0.15, "test_fraction": 0.15,

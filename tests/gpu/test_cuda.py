@@ -39,7 +39,7 @@ def test_fp16_training_uses_a_grad_scaler(tmp_path, fast_config):
 
 
 def test_amp_auto_on_this_gpu_is_bf16_only_when_native():
-    from reslab.runs.device import amp_dtype
+    from reslab.engine.device import amp_dtype
 
     native = torch.cuda.is_bf16_supported(including_emulation=False)
     assert amp_dtype("auto", torch.device("cuda")) == (torch.bfloat16 if native

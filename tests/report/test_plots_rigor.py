@@ -7,9 +7,9 @@ import torch
 from matplotlib.collections import PolyCollection
 from PIL import Image
 
+from reslab.engine.metrics import classification_metrics
 from reslab.report import plots
 from reslab.report.plots import plot_mean_curves, plot_reliability
-from reslab.runs.metrics import classification_metrics
 
 
 @pytest.fixture

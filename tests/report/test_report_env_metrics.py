@@ -1,5 +1,5 @@
 """The run report's Environment and Metrics sections, from hand-made env.json and
-eval_metrics.json (the files' contract: runs/env.py collect_env, runs/metrics.py)."""
+eval_metrics.json (the files' contract: runs/env.py collect_env, engine/metrics.py)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from reslab.engine.metrics import classification_metrics
 from reslab.report import write_report
-from reslab.runs.metrics import classification_metrics
 
 CLASSES = ["cat", "dog", "bird", "fish", "frog", "deer", "ship"]
 ENV = {"reslab": "0.1.0", "python": "3.11.7", "torch": "2.14.1", "torchvision": "0.29.1",

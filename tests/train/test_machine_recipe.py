@@ -12,9 +12,9 @@ import yaml
 
 import reslab
 from reslab.config import MACHINE_CLASSES, load_config
+from reslab.engine.device import resolve_device
+from reslab.engine.machine import apply_machine, machine_class
 from reslab.errors import ReslabError
-from reslab.runs.device import resolve_device
-from reslab.runs.machine import apply_machine, machine_class
 from reslab.runs.rundir import RunDir
 from reslab.utils import read_jsonl
 
@@ -48,7 +48,7 @@ def test_avx2_kernels_make_any_cpu_cpu_fp32():
     # The real probe, not a patch: oneDNN capped at AVX2 reports no native bf16.
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
            "PYTHONPATH": str(SRC)}
-    code = "import torch; from reslab.runs.machine import machine_class; " \
+    code = "import torch; from reslab.engine.machine import machine_class; " \
            "print(machine_class(torch.device('cpu')))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=120, check=True)

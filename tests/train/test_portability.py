@@ -18,9 +18,9 @@ from reslab.config import load_config
 from reslab.data import ImageSet
 from reslab.data.augment import build_augment
 from reslab.data.loader import BatchLoader, Normalizer
+from reslab.engine.device import amp_dtype
 from reslab.models import build_model
 from reslab.models.safe_conv import SubsampledPointwiseConv
-from reslab.runs.device import amp_dtype
 from reslab.training import train
 
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def resolved_yaml(config: str | None, overrides: list[str], machine: str | None) -> str:
     """config.yaml of a new run of `config` on a machine of class `machine` (None: here)."""
-    from ..runs.machine import apply_machine_class
+    from ..engine.machine import apply_machine_class
 
     cfg = load_config(config, overrides)
     cfg, _ = apply_machine_class(cfg, machine or local_class(cfg), overrides)
@@ -57,8 +57,8 @@ def resolved_yaml(config: str | None, overrides: list[str], machine: str | None)
 
 
 def local_class(cfg: Config) -> str | None:
-    from ..runs.device import resolve_device
-    from ..runs.machine import machine_class
+    from ..engine.device import resolve_device
+    from ..engine.machine import machine_class
 
     return machine_class(resolve_device(cfg.train.device))
 

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import yaml
 
-from ..utils import atomic_write_text
-
 
 def demo_config() -> dict:
     return yaml.safe_load(resources.files("reslab").joinpath("demo.yaml").read_text())
@@ -40,6 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import train
+    from ..runs.rundir import RunDir
 
     start = time.perf_counter()
     run_dir = Path(args.out or Path("runs") / f"digits-demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -49,20 +48,22 @@ def run(args: argparse.Namespace) -> int:
     if not args.quick:
         study_extras(run_dir)
     print(f"demo: run directory {run_dir}")
-    print(f"demo: report {run_dir / 'report.html'} ({time.perf_counter() - start:.0f} s in all)")
+    print(f"demo: report {RunDir(run_dir).report_html} ({time.perf_counter() - start:.0f} s in "
+          "all)")
     return 0
 
 
 def study_extras(run_dir: Path) -> None:
     from ..evaluate.robustness import run_robustness
     from ..report import write_report
+    from ..runs.rundir import RunDir, SweepDir
     from ..sweep import run_sweep
 
+    run = RunDir(run_dir)
     rows = run_robustness(run_dir, suite="seed")
     print("demo: robustness " + ", ".join(f"{r['perturbation']} {r['accuracy']:.3f}"
                                           for r in rows))
-    spec = run_dir / "sweep.yaml"
-    atomic_write_text(spec, yaml.safe_dump(demo_sweep(demo_config()), sort_keys=False))
-    sweep_dir = run_sweep(spec, out=run_dir / "sweep")
+    spec = run.write_demo_sweep(demo_sweep(demo_config()))
+    sweep_dir = SweepDir(run_sweep(spec, out=run.demo_sweep.path))
     write_report(run_dir)
-    print(f"demo: sweep report {sweep_dir / 'report.html'}")
+    print(f"demo: sweep report {sweep_dir.report_html}")

@@ -63,6 +63,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run_cifar10c_command(args: argparse.Namespace) -> int:
     from ..evaluate.cifar10c import run_cifar10c
+    from ..runs.rundir import RunDir
 
     rows, summary = run_cifar10c(args.run_dir, args.cifar10c, args.baseline)
     show_table(["corruption", "severity", "accuracy", "error"],
@@ -71,7 +72,8 @@ def run_cifar10c_command(args: argparse.Namespace) -> int:
     how = f"relative to {args.baseline}" if args.baseline else "unnormalised"
     if summary["mce"] is not None:
         print(f"mCE {summary['mce']:.4f} ({how})")
-    print(f"cifar10c: {args.run_dir}/cifar10c.csv, cifar10c.md")
+    run = RunDir(args.run_dir)
+    print(f"cifar10c: {run.cifar10c_csv}, {run.cifar10c_md.name}")
     return 0
 
 

@@ -8,10 +8,11 @@ epoch schedule has got (progressive resizing; needs `epochs`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 
+from ..config import TrainConfig
 from . import ImageSet
 from .augment import TrainAugment, as_train_augment
 from .transforms import Augment, BatchContext
@@ -115,6 +116,17 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
         return self.epoch(0)
+
+
+def eval_loader(data: ImageSet, norm: Mapping, train: TrainConfig, device: torch.device
+                ) -> BatchLoader:
+    """A split as stored (in order, not augmented), normalised by `norm` (a checkpoint's
+    `norm`, `DataBundle.norm()`). The one evaluation loader: validation during training, the
+    final evaluation and a loaded run's eval/predict/robustness batch the same way, so they
+    compute the same numbers."""
+    normalize = Normalizer(norm["mean"], norm["std"], norm["scale"], device)
+    return BatchLoader(data, train.eval_batch_size, device, normalize,
+                       channels_last=train.channels_last)
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

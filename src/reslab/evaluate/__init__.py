@@ -12,12 +12,12 @@ from ..data import ImageSet, check_split, decode_listing, load_data
 from ..data.cache import resample
 from ..data.display import match_channels
 from ..data.sources import Listing, image_extensions, list_images, scan_class_tree
+from ..engine.infer import confusion_matrix, loss_and_accuracy
+from ..engine.metrics import classification_metrics
 from ..errors import ReslabError
 from ..output import warn
-from ..runs.infer import confusion_matrix, loss_and_accuracy
-from ..runs.loaded import LoadedRun, load_run
-from ..runs.metrics import classification_metrics
 from ..utils import CallablePackage
+from .loaded import LoadedRun, load_run
 
 
 def labeled_tree(lr: LoadedRun, root: Path) -> ImageSet:
@@ -95,7 +95,7 @@ def evaluation_data(lr: LoadedRun, data_root: str | Path | None,
 
 def evaluate_run(path: str | Path, data_root: str | Path | None = None, split: str | None = None,
                  tta: bool | None = None, write: bool = True) -> dict:
-    """Accuracy and loss (computed as training computes them), runs/metrics.py's
+    """Accuracy and loss (computed as training computes them), engine/metrics.py's
     classification metrics (top5, per_class {precision, recall, f1, support}, macro_*, nll,
     ece, reliability, confused_pairs) and the confusion matrix. Writes confusion_matrix.csv
     and eval_metrics.json into the run when `write`."""

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from ..data import ImageSet
+from ..engine.infer import loss_and_accuracy
 from ..errors import ReslabError
 from ..formatting import markdown_table
 from ..progress import track
-from ..runs.infer import loss_and_accuracy
-from ..runs.loaded import LoadedRun, load_run
+from .loaded import LoadedRun, load_run
 
 BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
              "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",

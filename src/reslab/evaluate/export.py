@@ -40,9 +40,9 @@ from ..errors import ReslabError
 from ..models import build_model
 from ..output import note
 from ..runs.checkpoint import first_line
-from ..runs.loaded import LoadedRun, load_run
 from ..runs.rundir import EXPORT_SUFFIXES, RunDir
 from ..utils import atomic_path
+from .loaded import LoadedRun, load_run
 
 FORMATS = tuple(EXPORT_SUFFIXES)        # onnx, torchscript, safetensors
 ONNX_OPSET = 18

@@ -49,12 +49,12 @@ from torchvision.transforms.v2 import functional as TF
 from ..data import ImageSet
 from ..data.display import from_display, to_display
 from ..data.imageio import bit_depth_scale
+from ..engine.infer import loss_and_accuracy
 from ..errors import ReslabError
 from ..formatting import markdown_table
 from ..progress import track
-from ..runs.infer import loss_and_accuracy
-from ..runs.loaded import LoadedRun, load_run
 from . import evaluation_data
+from .loaded import LoadedRun, load_run
 from .perturb import SEED_SUITE, SUITES, iter_suite
 
 SUITE_CHOICES = (*SUITES, "all")

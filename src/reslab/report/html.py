@@ -416,7 +416,7 @@ def _robustness_section(run: RunDir) -> Section:
     for mode in modes:  # display and raw results side by side, each from its own file
         csv, _ = run.robustness_files(mode)
         rows = _read(csv, lambda m=mode: run.read_robustness(m))
-        out = plots.plot_robustness(rows, run.plot(csv.stem))
+        out = plots.plot_robustness(rows, run.robustness_plot(mode))
         blocks += [Image(out, f"Accuracy per perturbation ({mode} mode; {MODE_NOTES[mode]}); "
                               "dashed line: clean"), _table(rows)]
     return Section("Robustness", blocks)
@@ -451,7 +451,7 @@ def _confirm_section(sweep: SweepDir) -> Section:
     groups = {f"trial {n}": d.member_runs() for n, d in sweep.confirmations().items()}
     groups = {name: runs for name, runs in groups.items() if runs}
     if groups:
-        blocks.append(_mean_curves_section(sweep, groups, "confirm_curves").blocks[0])
+        blocks.append(_mean_curves_section(sweep.confirm_curves_png, groups).blocks[0])
     return Section("Confirmation", blocks)
 
 
@@ -475,7 +475,7 @@ def _gap(row: dict) -> str | None:
 
 def _trial_curves_section(sweep: SweepDir) -> Section:
     """The sweep's own plot (trials labelled by their parameter values), else one drawn here."""
-    drawn = sweep.plot("trial_learning_curves")
+    drawn = sweep.trial_curves_png
     if drawn.is_file():
         return Section("Trial learning curves", [Image(drawn, "Every trial's validation curves")])
     return _overlaid_section(sweep, sweep.trial_runs(), "Trial learning curves", "trial {}")
@@ -500,7 +500,7 @@ def _best_section(sweep: SweepDir, trials: list[dict]) -> Section:
         section.blocks.append(Text(f"{len(done)} of {len(trials)} trials completed."))
     best_yaml = _read(sweep.best_yaml, sweep.read_best)
     if best_yaml:
-        section.blocks += [Heading("best.yaml"), Pre(best_yaml.rstrip(), "yaml")]
+        section.blocks += [Heading(sweep.best_yaml.name), Pre(best_yaml.rstrip(), "yaml")]
     return section
 
 
@@ -509,7 +509,7 @@ def _overlaid_section(target: Directory, runs: list[RunDir], title: str,
     section = Section(title)
     curves = _metrics_of(runs, label)
     if curves:
-        out = plots.plot_overlaid_curves(curves, target.plot("overlaid_curves"))
+        out = plots.plot_overlaid_curves(curves, target.overlaid_curves_png)
         section.blocks.append(Image(out, f"{len(curves)} runs overlaid"))
     return section
 
@@ -525,7 +525,7 @@ def _existing_plots_section(target: Directory, title: str) -> Section:
 def _compare_sections(comparison: CompareDir) -> list[Section]:
     rows = _read(comparison.compare_csv, comparison.read_table)
     groups = comparison.entry_groups()
-    curves = (_mean_curves_section(comparison, groups)
+    curves = (_mean_curves_section(comparison.mean_curves_png, groups)
               if any(len(runs) > 1 for runs in groups.values())
               else _overlaid_section(comparison, comparison.entry_runs(), "Learning curves"))
     return [Section("Comparison", _ci_table_blocks(rows) if rows else []),
@@ -601,11 +601,10 @@ def significance_sentence(results: list[Comparison]) -> str:
     return text
 
 
-def _mean_curves_section(target: Directory, groups: dict[str, list[RunDir]],
-                         name: str = "mean_curves") -> Section:
+def _mean_curves_section(out: Path, groups: dict[str, list[RunDir]]) -> Section:
     curves = {group: [_read(r.metrics, r.read_metrics) for r in runs if r.metrics.is_file()]
               for group, runs in groups.items()}
-    out = plots.plot_mean_curves(curves, target.plot(name))
+    out = plots.plot_mean_curves(curves, out)
     return Section("Learning curves", [Image(out, "Mean over each entry's runs per epoch; band: "
                                                   "95 % t-interval of the mean")])
 
@@ -616,7 +615,8 @@ def _repeats_sections(repeats: RepeatsDir) -> list[Section]:
     plan = repeats.plan_yaml.read_text() if repeats.plan_yaml.is_file() else ""
     return [Section("Config", [Pre(plan.rstrip(), "yaml")] if plan else []),
             _repeats_summary_section(repeats),
-            _mean_curves_section(repeats, {repeats.path.resolve().name: runs}) if runs
+            _mean_curves_section(repeats.mean_curves_png, {repeats.path.resolve().name: runs})
+            if runs
             else Section("Learning curves"),
             _overlaid_section(repeats, runs, "Each run's curves"),
             Section("Runs", [_table([_member_row(r) for r in runs])] if runs else [])]
@@ -661,7 +661,8 @@ def _study_sections(study: StudyDir) -> list[Section]:
         sections.append(Section(title, _ci_table_blocks(rows, readable=True) if rows else []))
     groups = study.variant_groups()
     return [*sections, _significance_section(study),
-            _mean_curves_section(study, groups) if groups else Section("Learning curves"),
+            _mean_curves_section(study.mean_curves_png, groups) if groups
+            else Section("Learning curves"),
             _existing_plots_section(study, "Per-factor curves")]
 
 
@@ -674,7 +675,7 @@ def _render_html(title: str, kind: str, sections: list[Section]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["data_uri"] = _data_uri
-    return env.get_template("report.html").render(
+    return env.get_template("page.html").render(
         title=title, kind=kind, sections=sections,
         generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
 

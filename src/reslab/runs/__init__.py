@@ -1,2 +1,2 @@
-"""The run layer, below both training and evaluation: the run/sweep/comparison directory
-contract, checkpoints, inference and metrics, and the environment a run is recorded in."""
+"""The run layer, below both training and evaluation: the run/sweep/comparison/study directory
+contract (rundir.py), run claims, checkpoints and the environment a run is recorded in."""

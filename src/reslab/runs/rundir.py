@@ -1,7 +1,9 @@
-"""Run, sweep and comparison directories: the contract between commands.
+"""Run, sweep, comparison, repeats, study, data and LR-finder directories: the contract
+between commands.
 
 Every file name is spelled here and every file is read and written here; nothing else in
-reslab touches a directory's files by name. Each directory reslab makes carries a `.reslab`
+reslab touches a directory's files by name (tests/runs/test_file_names.py fails on a file
+name spelled elsewhere). Each directory reslab makes carries a `.reslab`
 marker naming its kind, so reslab never writes into a folder it did not make (a user's
 project folder given as --out is refused, not overwritten).
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from ..config import Config, first_line_of, load_config
@@ -121,6 +124,11 @@ class Directory:
     def plot(self, name: str) -> Path:
         return self.plots / f"{name}.png"
 
+    # Learning curves a planner draws and its report redraws: the mean over each group's runs
+    # (with its band), or one line per run.
+    mean_curves_png = property(lambda self: self.plot("mean_curves"))
+    overlaid_curves_png = property(lambda self: self.plot("overlaid_curves"))
+
 
 class RunDir(Directory):
     """One training run. Each file below sits with its readers and writers."""
@@ -176,6 +184,11 @@ class RunDir(Directory):
     config = property(lambda self: self.path / "config.yaml")
     classes = property(lambda self: self.path / "classes.json")
     env = property(lambda self: self.path / "env.json")
+
+    def tracked_files(self) -> tuple[Path, ...]:
+        """The records an experiment tracker (MLflow) keeps as the run's artifacts."""
+        return (self.config, self.classes, self.metrics, self.metrics_csv, self.result,
+                self.eval_metrics, self.best, self.last)
 
     def write_start(self, cfg: Config, classes: list[str], env: dict | None = None) -> None:
         atomic_write_text(self.config, cfg.to_yaml())
@@ -332,7 +345,7 @@ class RunDir(Directory):
                              f"{matrix.shape}")
         return classes, matrix
 
-    # The full metrics of the same evaluation as confusion_matrix.csv (runs/metrics.py's
+    # The full metrics of the same evaluation as confusion_matrix.csv (engine/metrics.py's
     # classification_metrics plus split and n): per-class table, reliability bins, pairs.
     eval_metrics = property(lambda self: self.path / "eval_metrics.json")
 
@@ -382,8 +395,13 @@ class RunDir(Directory):
 
     def robustness_files(self, mode: str) -> tuple[Path, Path]:
         """(csv, md) of a mode: display or raw."""
-        stem = "robustness-raw" if mode == "raw" else "robustness"
-        return self.path / f"{stem}.csv", self.path / f"{stem}.md"
+        if mode == "raw":
+            return self.path / "robustness-raw.csv", self.path / "robustness-raw.md"
+        return self.robustness_csv, self.robustness_md
+
+    def robustness_plot(self, mode: str) -> Path:
+        """The figure of a mode's rows, beside the other plots."""
+        return self.plot("robustness-raw" if mode == "raw" else "robustness")
 
     # Written by `robustness --cifar10c`: accuracy and error per corruption and severity.
     cifar10c_csv = property(lambda self: self.path / "cifar10c.csv")
@@ -449,6 +467,14 @@ class RunDir(Directory):
         """`export/<weights><suffix>`, e.g. export/best.onnx for best.pt exported to ONNX."""
         return self.export / f"{weights}{EXPORT_SUFFIXES[fmt]}"
 
+    # `reslab demo`: the small sweep it runs from the trained run, kept beside it.
+    demo_sweep_yaml = property(lambda self: self.path / "sweep.yaml")
+    demo_sweep = property(lambda self: SweepDir(self.path / "sweep"))
+
+    def write_demo_sweep(self, spec: Mapping) -> Path:
+        atomic_write_text(self.demo_sweep_yaml, yaml.safe_dump(dict(spec), sort_keys=False))
+        return self.demo_sweep_yaml
+
 
 class SweepDir(Directory):
     """A sweep directory:
@@ -470,6 +496,10 @@ class SweepDir(Directory):
     trials_csv = property(lambda self: self.path / "trials.csv")
     best_yaml = property(lambda self: self.path / "best.yaml")
     factors_md = property(lambda self: self.path / "factors.md")
+    # The trials' validation curves labelled by their parameters (drawn by the sweep), and
+    # the confirmed trials' mean curves (drawn by the report).
+    trial_curves_png = property(lambda self: self.plot("trial_learning_curves"))
+    confirm_curves_png = property(lambda self: self.plot("confirm_curves"))
 
     def claim(self, study: str) -> None:
         """Trial directories are named by trial number, so one directory holds one study."""
@@ -481,12 +511,14 @@ class SweepDir(Directory):
         if not self.study_txt.exists():
             atomic_write_text(self.study_txt, study + "\n")
 
+    trials = property(lambda self: self.path / "trials")
+
     def trial(self, number: int) -> RunDir:
         """Trial N's run directory, `trials/N/`."""
-        return RunDir(self.path / "trials" / str(number))
+        return RunDir(self.trials / str(number))
 
     def trial_runs(self) -> list[RunDir]:
-        found = [RunDir(p.parent) for p in self.trial(0).path.parent.glob("*/metrics.jsonl")]
+        found = [RunDir(p.parent) for p in self.trials.glob("*/metrics.jsonl")]
         return sorted(found, key=lambda r: natural_key(r.path.name))
 
     def write_trials(self, header: list[str], rows: list[list[Any]]) -> None:
@@ -696,17 +728,35 @@ class StudyDir(SignificanceFiles, Directory):
     def sweep_yaml(self, variant: str) -> Path:
         return self.variant(variant) / "sweep.yaml"
 
+    def write_sweep_spec(self, variant: str, spec: Mapping) -> Path:
+        """The variant's sweep file (the sweep reads it from there); returns its path."""
+        path = self.sweep_yaml(variant)
+        atomic_write_text(path, yaml.safe_dump(dict(spec), sort_keys=False))
+        return path
+
     def sweep(self, variant: str) -> SweepDir:
         return SweepDir(self.variant(variant) / "sweep")
 
     def best_yaml(self, variant: str) -> Path:
         return self.variant(variant) / "best.yaml"
 
+    def write_best(self, variant: str, text: str) -> None:
+        atomic_write_text(self.best_yaml(variant), text)
+
+    def read_best(self, variant: str) -> Config | None:
+        """The variant's chosen config (None before its best step)."""
+        path = self.best_yaml(variant)
+        return load_config(path) if path.is_file() else None
+
     def confirmation(self, variant: str) -> RepeatsDir:
         return RepeatsDir(self.variant(variant) / "confirm")
 
     def test_json(self, variant: str) -> Path:
         return self.variant(variant) / "test.json"
+
+    def write_test(self, variant: str, metrics: Mapping[Any, dict]) -> None:
+        """Each confirmation run's test evaluation, by its seed."""
+        write_json(self.test_json(variant), dict(metrics))
 
     def steps_json(self, variant: str) -> Path:
         return self.variant(variant) / "steps.json"

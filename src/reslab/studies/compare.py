@@ -158,8 +158,9 @@ def _entry(item: Any, i: int, path: Path, overrides: list[str]) -> Entry:
     if target.is_dir() and RepeatsDir(target).plan_yaml.is_file():
         return Entry(safe_name(target.resolve().name), RepeatsDir(target).read_plan(), target)
     if target.is_dir():
-        if not (target / "config.yaml").is_file():
-            raise ReslabError(f"{where}: {target} is a directory without config.yaml "
+        run = RunDir(target)
+        if not run.config.is_file():
+            raise ReslabError(f"{where}: {target} is a directory without {run.config.name} "
                               "(not a run or repeats directory)")
         return Entry(safe_name(target.resolve().name), RunDir(target).read_config(), target)
     if not target.is_file():

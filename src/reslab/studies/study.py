@@ -39,7 +39,6 @@ from ..runs.rundir import RepeatsDir, StudyDir
 from ..sweep.confirm import CONFIRM_SEED_OFFSET
 from ..sweep.run import run_sweep
 from ..sweep.storage import close_storage, open_before
-from ..utils import atomic_write_text, write_json
 from .study_outputs import write_study_outputs
 from .study_spec import SOURCE_TREE, StudyPlan, Variant, load_study_plan
 
@@ -197,10 +196,8 @@ def run_steps(study_plan: StudyPlan, variant: Variant, target: StudyDir, steps: 
 def sweep_step(study_plan: StudyPlan, variant: Variant, target: StudyDir, options: ExecOptions,
                storage: str | None) -> None:
     """The variant's sweep; finished when no trial is queued or running anywhere."""
-    spec_path = target.sweep_yaml(variant.name)
-    atomic_write_text(spec_path, yaml.safe_dump(
-        {**study_plan.spec.sweep, "base": variant.cfg.to_dict(), "name": variant.name},
-        sort_keys=False))
+    spec = {**study_plan.spec.sweep, "base": variant.cfg.to_dict(), "name": variant.name}
+    spec_path = target.write_sweep_spec(variant.name, spec)
     sweep_dir = target.sweep(variant.name)
     # A sweep shares its trials through its storage, never through --executor: local workers.
     run_sweep(spec_path, out=sweep_dir.path, storage=storage,
@@ -218,12 +215,15 @@ def sweep_step(study_plan: StudyPlan, variant: Variant, target: StudyDir, option
 def best_step(variant: Variant, target: StudyDir) -> None:
     """best.yaml: the sweep's best trial's config, else the variant's own config."""
     best = target.sweep(variant.name).read_best() if variant.sweep else None
-    atomic_write_text(target.best_yaml(variant.name), best or variant.cfg.to_yaml())
+    target.write_best(variant.name, best or variant.cfg.to_yaml())
 
 
 def confirmation_config(study_plan: StudyPlan, variant: Variant, target: StudyDir) -> Config:
     """best.yaml over the study's confirmation seeds (see the module docstring)."""
-    cfg = load_config(target.best_yaml(variant.name))
+    cfg = target.read_best(variant.name)
+    if cfg is None:  # the best step ran before (steps.json); its file was removed since
+        raise ReslabError(f"variant {variant.name}: config file "
+                          f"{target.best_yaml(variant.name)} not found")
     raw = cfg.to_dict()
     first = variant.cfg.train.seed + (CONFIRM_SEED_OFFSET if variant.sweep else 0)
     raw["train"]["seed"] = list(range(first, first + study_plan.spec.confirm.repeats))
@@ -262,7 +262,7 @@ def test_step(variant: Variant, target: StudyDir) -> None:
                               "variant data.test_fraction > 0 (or a test/ folder)")
         found[member.key] = {k: metrics.get(k) for k in ("accuracy", "n", "top5", "macro_f1",
                                                           "nll", "ece")}
-    write_json(target.test_json(variant.name), found)
+    target.write_test(variant.name, found)
 
 
 def robustness_step(study_plan: StudyPlan, variant: Variant, target: StudyDir, log: Log) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..config import load_config
 from ..formatting import is_number
 from ..report import write_report
 from ..report.html import significance_sentence
@@ -98,9 +97,9 @@ def write_hyperparameters(study_plan: StudyPlan, target: StudyDir) -> None:
     keys = hyperparameter_keys(study_plan)
     rows = []
     for variant in study_plan.variants:
-        best = target.best_yaml(variant.name)
-        if best.is_file():
-            cfg = load_config(best).to_dict()
+        best = target.read_best(variant.name)
+        if best is not None:
+            cfg = best.to_dict()
             rows.append([variant.name, *(variant.values[a] for a in study_plan.axes),
                          *(lookup(cfg, k) for k in keys)])
     save_table(target, "table1-hyperparameters", ["variant", *study_plan.axes, *keys], rows)

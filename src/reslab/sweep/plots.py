@@ -100,7 +100,7 @@ def trial_curves(sweep_dir: SweepDir, study: optuna.Study, sweep: Sweep) -> Path
             curves[trial_label(trial, sweep)] = rows
     if not curves:
         return None
-    return plot_overlaid_curves(curves, sweep_dir.plot("trial_learning_curves"),
+    return plot_overlaid_curves(curves, sweep_dir.trial_curves_png,
                                 keys=("val_acc", "val_loss"))
 
 

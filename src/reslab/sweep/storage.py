@@ -56,9 +56,9 @@ def refuse_emptied_study_db(sweep_dir: SweepDir, url: str) -> None:
     db = sweep_dir.study_db
     if url != default_url(sweep_dir.path) or not db.is_file() or db.stat().st_size > 0:
         return
-    trials = [p for p in sweep_dir.path.glob("trials/*") if p.is_dir()]
+    trials = [p for p in sweep_dir.trials.glob("*") if p.is_dir()]
     if trials:
-        raise ReslabError(f"{db} is empty (0 bytes) but {sweep_dir.path / 'trials'} holds "
+        raise ReslabError(f"{db} is empty (0 bytes) but {sweep_dir.trials} holds "
                           f"{len(trials)} trial directories: the study database was lost; "
                           "restore it from a backup, or sweep into a new --out DIR (nothing "
                           "was changed)")

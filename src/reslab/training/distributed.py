@@ -10,7 +10,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from ..runs.device import resolve_device
+from ..engine.device import resolve_device
 
 
 @dataclass

@@ -27,8 +27,23 @@ from ..config import Config, PhaseConfig, load_config, parse_duration, require_s
 from ..data import DataBundle, check_split, load_data
 from ..data.augment import build_train_augment
 from ..data.display import to_display_uint8
-from ..data.loader import BatchLoader, Normalizer, epoch_generator, memory_format
+from ..data.loader import BatchLoader, Normalizer, epoch_generator, eval_loader, memory_format
 from ..data.sources import load_listing
+from ..engine.device import (
+    amp_dtype,
+    autocast,
+    configure_threads,
+    deterministic_algorithms,
+    grad_scaler,
+)
+from ..engine.infer import (
+    confusion_matrix,
+    loss_and_accuracy,
+    most_confident_mistakes,
+    predict_batches,
+)
+from ..engine.machine import apply_machine
+from ..engine.metrics import classification_metrics
 from ..errors import ReslabError
 from ..models import (
     build_model,
@@ -41,22 +56,7 @@ from ..output import info, warn
 from ..progress import progress_enabled, track
 from ..runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from ..runs.claim import RunClaim
-from ..runs.device import (
-    amp_dtype,
-    autocast,
-    configure_threads,
-    deterministic_algorithms,
-    grad_scaler,
-)
 from ..runs.env import collect_env, env_differences
-from ..runs.infer import (
-    confusion_matrix,
-    loss_and_accuracy,
-    most_confident_mistakes,
-    predict_batches,
-)
-from ..runs.machine import apply_machine
-from ..runs.metrics import classification_metrics
 from ..runs.rundir import RESULT_METRICS, RunDir
 from .budget import Budget, Timing, describe, probe_timing
 from .distributed import Dist
@@ -215,7 +215,7 @@ def build_trainer(config, out, resume, overrides, dist: Dist, quiet: bool,
     t = Trainer(cfg, run, data, model, torch.compile(module) if cfg.train.compile else module,
                 device, dist, amp, grad_scaler(amp, device), Tracker(cfg, run.path), log,
                 WeightEma(model, cfg.train.ema) if cfg.train.ema is not None else None,
-                claim, on_epoch, eval_loaders(cfg, data, device, dist))
+                claim, on_epoch, eval_loaders(cfg, data, device))
     state = TrainState()
     if ckpt is not None:
         restore(t, state, ckpt)
@@ -731,14 +731,11 @@ def final_evaluation(t: Trainer) -> dict:
 
 
 # ---------------------------------------------------------------------------- small helpers
-def make_loader(cfg: Config, data: DataBundle, device: torch.device, dist: Dist, train: bool,
-                split: str = "train", augment: str | None = None) -> BatchLoader:
+def make_loader(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
+                augment: str | None = None) -> BatchLoader:
     """A phase's training loader (augmented; progressive resizing follows the run's epochs,
-    or the time budget's plan), or a split's evaluation loader (as stored)."""
+    or the time budget's plan)."""
     norm = Normalizer(data.mean, data.std, data.scale, device)
-    if not train:
-        return BatchLoader(getattr(data, split), cfg.train.eval_batch_size, device, norm,
-                           channels_last=cfg.train.channels_last)
     pipeline = build_train_augment(cfg.data, len(data.classes), cfg.train.label_smoothing,
                                    preset=augment)
     epochs = None if cfg.train.time_budget else \
@@ -749,15 +746,15 @@ def make_loader(cfg: Config, data: DataBundle, device: torch.device, dist: Dist,
 
 
 def training_loader(t: Trainer, p: int) -> BatchLoader:
-    return make_loader(t.cfg, t.data, t.device, t.dist, train=True,
+    return make_loader(t.cfg, t.data, t.device, t.dist,
                        augment=t.phases[p].augment or t.cfg.data.augment)
 
 
-def eval_loaders(cfg: Config, data: DataBundle, device: torch.device, dist: Dist
+def eval_loaders(cfg: Config, data: DataBundle, device: torch.device
                  ) -> dict[str, BatchLoader]:
     """The val and test splits' loaders, built once per run (each copies its split into the
     channels-last layout)."""
-    return {split: make_loader(cfg, data, device, dist, False, split)
+    return {split: eval_loader(getattr(data, split), data.norm(), cfg.train, device)
             for split in ("val", "test") if getattr(data, split) is not None}
 
 

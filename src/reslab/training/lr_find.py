@@ -27,13 +27,13 @@ import torch
 
 from ..config import Config, load_config
 from ..data.loader import BatchLoader, epoch_generator
-from ..errors import ReslabError
-from ..progress import progress_enabled, track
-from ..runs.device import (
+from ..engine.device import (
     amp_dtype,
     deterministic_algorithms,
     grad_scaler,
 )
+from ..errors import ReslabError
+from ..progress import progress_enabled, track
 from .distributed import Dist
 from .loop import DROPOUT_SALT, Trainer, build_parts, head_lr, make_loader, train_step
 from .optim import build_optimizer, param_groups
@@ -109,7 +109,7 @@ def lr_find(config=None, overrides: list[str] | None = None, steps: int = 200,
     check_range(steps, start_lr, end_lr)
     s = throwaway_session(load_config(config, overrides), log, overrides)
     cfg = s.cfg  # with the machine class's overrides, as train would run it
-    loader = make_loader(cfg, s.data, s.device, s.dist, train=True,
+    loader = make_loader(cfg, s.data, s.device, s.dist,
                          augment=first_phase_augment(cfg))
     log(f"LR range test: {cfg.model.arch}, {steps} steps from {start_lr:g} to {end_lr:g} "
         f"({len(loader)} batches per epoch), device {s.device}")

@@ -17,13 +17,10 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ReslabError
+from ..runs.rundir import RunDir
 
 MLFLOW_PARENT = "RESLAB_MLFLOW_PARENT"   # the sweep's MLflow run id, for its trials
 RUN_DIR_TAG = "reslab.run_dir"           # an MLflow run's tag: the run directory it logged
-# Run files logged as MLflow artifacts when the run ends (the report: log_report_artifacts).
-RUN_ARTIFACTS = ("config.yaml", "classes.json", "metrics.jsonl", "metrics.csv", "result.json",
-                 "eval_metrics.json", "best.pt", "last.pt")
-REPORT_ARTIFACTS = ("report.html", "report.md")
 
 
 def trackers(cfg: Config) -> set[str]:
@@ -67,7 +64,7 @@ class Tracker:
 
     def _tensorboard(self) -> TensorBoardLog:
         if self._tb is None:
-            self._tb = TensorBoardLog(self.run_dir / "tb")
+            self._tb = TensorBoardLog(RunDir(self.run_dir).tb)
         return self._tb
 
     def _wandb_run(self):
@@ -200,9 +197,10 @@ class MlflowRun:
     def finish(self, result: dict) -> None:
         # result.* apart from the per-epoch curves (test_acc is both a curve and a result).
         self.log_metrics({f"result.{k}": v for k, v in final_metrics(result).items()})
-        for name in RUN_ARTIFACTS:
-            if (self.run_dir / name).is_file():
-                self.client.log_artifact(self.id, str(self.run_dir / name))
+        # The run's records (RunDir.tracked_files); its report follows: log_report_artifacts.
+        for path in RunDir(self.run_dir).tracked_files():
+            if path.is_file():
+                self.client.log_artifact(self.id, str(path))
         self.client.set_terminated(self.id)
 
 
@@ -211,12 +209,13 @@ def log_report_artifacts(run_dir: Path) -> None:
     client, experiment = mlflow_client()
     runs = client.search_runs([experiment], f"tags.`{RUN_DIR_TAG}` = '{run_dir.resolve()}'",
                               max_results=1, order_by=["attributes.start_time DESC"])
+    run = RunDir(run_dir)
     if runs:
-        for name in REPORT_ARTIFACTS:
-            if (run_dir / name).is_file():
-                client.log_artifact(runs[0].info.run_id, str(run_dir / name))
-        if (run_dir / "plots").is_dir():
-            client.log_artifacts(runs[0].info.run_id, str(run_dir / "plots"), "plots")
+        for path in (run.report_html, run.report_md):
+            if path.is_file():
+                client.log_artifact(runs[0].info.run_id, str(path))
+        if run.plots.is_dir():
+            client.log_artifacts(runs[0].info.run_id, str(run.plots), run.plots.name)
 
 
 def start_parent_run(name: str, folder: Path) -> str:

@@ -10,14 +10,14 @@ from torch import nn
 
 from ..config import Config
 from ..data import ImageSet
-from ..data.loader import BatchLoader, Normalizer
+from ..data.loader import BatchLoader, eval_loader
+from ..engine.device import amp_dtype, resolve_device
+from ..engine.infer import predict_batches
 from ..errors import ReslabError, short_repr
 from ..models import build_model
 from ..output import note
-from .checkpoint import load_checkpoint, load_weights
-from .device import amp_dtype, resolve_device
-from .infer import predict_batches
-from .rundir import RunDir
+from ..runs.checkpoint import load_checkpoint, load_weights
+from ..runs.rundir import RunDir
 
 
 @dataclass
@@ -43,9 +43,7 @@ class LoadedRun:
         return predict_batches(self.model, batches, tta=tta, amp_dtype=self.amp)
 
     def loader(self, data: ImageSet) -> BatchLoader:
-        norm = Normalizer(self.norm["mean"], self.norm["std"], self.norm["scale"], self.device)
-        return BatchLoader(data, self.cfg.train.eval_batch_size, self.device, norm,
-                           channels_last=self.cfg.train.channels_last)
+        return eval_loader(data, self.norm, self.cfg.train, self.device)
 
 
 def load_run(path: str | Path, checkpoint: str | None = None, device: str = "auto") -> LoadedRun:

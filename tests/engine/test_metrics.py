@@ -15,13 +15,13 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from reslab.errors import ReslabError
-from reslab.runs.metrics import (
+from reslab.engine.metrics import (
     classification_metrics,
     confused_pairs,
     expected_calibration_error,
     reliability_bins,
 )
+from reslab.errors import ReslabError
 
 KEYS = {"accuracy", "top5", "per_class", "macro_precision", "macro_recall", "macro_f1", "nll",
         "ece", "reliability", "confused_pairs"}
