@@ -26,8 +26,9 @@ from reslab.training import train
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
-def run_python(code: str, env_extra: dict | None = None, timeout: float = 300) -> str:
-    """Run `code` in a fresh interpreter; a native crash or hang fails with its signal."""
+def run_python(code: str, env_extra: dict | None = None, timeout: float = 900) -> str:
+    """Run `code` in a fresh interpreter; a native crash or hang fails with its signal (the
+    limit is for hangs: the reproduction takes 250-300 s on a loaded 2-core machine)."""
     import os
 
     env = {**os.environ, **(env_extra or {})}
