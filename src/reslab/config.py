@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -748,13 +749,9 @@ def resolve_paths(raw: Any, folder: Path, source: str) -> Any:
     """`raw` (a config mapping from the file `source` in `folder`) with its relative PATH_KEYS,
     also those in `machine:` override sets, made absolute (resolve_path); anything that is
     not a mapping is returned as it is, for validation to report."""
+    raw = _map_paths(raw, lambda value, key: resolve_path(value, folder, source, key))
     if not isinstance(raw, dict):
         return raw
-    raw = copy.deepcopy(raw)
-    for key in PATH_KEYS:
-        value = get_key(raw, key)
-        if is_path_value(value):
-            set_key(raw, key, resolve_path(value, folder, source, key))
     machine = raw.get("machine")
     for name, sets in machine.items() if isinstance(machine, dict) else ():
         for key in [k for k in PATH_KEYS if isinstance(sets, dict) and is_path_value(sets.get(k))]:
@@ -765,13 +762,19 @@ def resolve_paths(raw: Any, folder: Path, source: str) -> Any:
 def absolute_paths(raw: Any) -> Any:
     """`raw` with relative PATH_KEYS made absolute against the current folder (--set values,
     a mapping passed to the API): the run's config.yaml then means the same from anywhere."""
+    return _map_paths(raw, lambda value, key: str(Path(value).resolve()))
+
+
+def _map_paths(raw: Any, resolve: Callable[[str, str], str]) -> Any:
+    """A copy of the mapping `raw` with each relative PATH_KEYS value replaced by
+    resolve(value, key); anything that is not a mapping as it is."""
     if not isinstance(raw, dict):
         return raw
     raw = copy.deepcopy(raw)
     for key in PATH_KEYS:
         value = get_key(raw, key)
         if is_path_value(value):
-            set_key(raw, key, str(Path(value).resolve()))
+            set_key(raw, key, resolve(value, key))
     return raw
 
 
