@@ -97,25 +97,39 @@ def test_rerun_with_repeats_reuses_every_seed_run(epochs_1_vs_15, monkeypatch):
     assert run_compare(study, out, quiet=True, log=lambda _: None) == rows
 
 
-def test_two_seeds_of_one_config_are_not_significantly_different(tmp_path):
-    """Single runs differing only in train.seed: McNemar's test on the same 450 test images.
-    Both reach ~98 %, so the few images they disagree on split evenly (p ~ 1 here)."""
+def test_two_seeds_of_one_config_get_mcnemar_on_their_own_predictions(tmp_path):
+    """Single runs differing only in train.seed: McNemar's test on the same 450 test images,
+    counted from the runs' predictions.npz. Whether two seeds differ significantly is a property
+    of the trajectories (it changes with the CPU's kernels), so the test checks the numbers and
+    the verdict against the predictions, not a fixed verdict."""
     study = write_study(tmp_path / "seeds.yaml", runs=[digits("seed0", 20, seed=0),
                                                        digits("seed1", 20, seed=1)])
     run_compare(study, tmp_path / "out", quiet=True, log=lambda _: None)
     (sig,) = read_csv(tmp_path / "out" / "significance.csv")
     assert sig["test"].startswith("McNemar") and sig["n"] == "450"
-    assert sig["significant"] == "False" and float(sig["p_value"]) > 0.05
-    markdown = (tmp_path / "out" / "compare.md").read_text()
-    assert "is within noise (McNemar" in markdown
-    # McNemar counted the images the two runs disagree on, from predictions.npz.
     pred = {n: np.load(tmp_path / "out" / "runs" / n / "predictions.npz") for n in
             ("seed0", "seed1")}
     assert np.array_equal(pred["seed0"]["labels"], pred["seed1"]["labels"])
     right = {n: p["pred"] == p["labels"] for n, p in pred.items()}
-    discordant = int(np.sum(right["seed0"] != right["seed1"]))
-    if sig["test"] == "McNemar exact":
-        assert float(sig["statistic"]) <= discordant / 2
+    assert all(r.mean() > 0.8 for r in right.values())  # both trained (chance is 0.1)
+    only_0 = int(np.sum(right["seed0"] & ~right["seed1"]))
+    only_1 = int(np.sum(right["seed1"] & ~right["seed0"]))
+    from scipy import stats as st
+    if only_0 + only_1 < 25:
+        expected = ("McNemar exact", st.binomtest(only_0, only_0 + only_1, 0.5).pvalue
+                    if only_0 + only_1 else 1.0)
+    else:
+        expected = ("McNemar chi2", st.chi2.sf((abs(only_0 - only_1) - 1) ** 2
+                                               / (only_0 + only_1), df=1))
+    assert sig["test"] == expected[0]
+    assert float(sig["p_value"]) == pytest.approx(expected[1])
+    significant = expected[1] < 0.05  # one pair: Holm leaves p as it is
+    assert sig["significant"] == str(significant)
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    if significant:
+        assert " beats " in markdown and "significant)" in markdown
+    else:
+        assert "is within noise (McNemar" in markdown
 
 
 # ----------------------------------------------------------------------------- no training
