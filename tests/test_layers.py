@@ -4,6 +4,7 @@ diagram in ARCHITECTURE.md."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -191,3 +192,21 @@ def test_no_function_is_longer_than_a_screen():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines})")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+# Things that must exist in one place only; where each is allowed and why.
+ONE_PLACE = {
+    # The run executor's process pool; the sweep's workers pop trials that Optuna's sampler
+    # creates as results arrive, so they keep their own loop over the same `spawn`.
+    r"multiprocessing\.get_context\(": {"execute/local.py", "sweep/workers.py"},
+    # Optuna's private API, fenced behind one module with a contract test.
+    r"\._storage\b|\._trial_id\b": {"sweep/optuna_private.py"},
+    r"def (_)?is_number\b": {"formatting.py"},
+}
+
+
+@pytest.mark.parametrize("pattern", list(ONE_PLACE))
+def test_what_exists_once_stays_in_its_place(pattern):
+    found = {str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
+             if re.search(pattern, path.read_text())}
+    assert found == ONE_PLACE[pattern]

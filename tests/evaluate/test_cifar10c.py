@@ -3,6 +3,8 @@
 corruption and severity, CE and mCE as documented (Hendrycks & Dietterich)."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -13,13 +15,16 @@ from reslab.evaluate.cifar10c import corruption_errors, mean_corruption_error
 from reslab.utils import read_csv
 
 CORRUPTIONS = ("gaussian_noise", "fog", "saturate")   # two of the benchmark's, one extra
+# Severity s labels the same images with the class SHIFTS[s - 1] further on, so that each
+# severity has its own accuracy (a slicing error between severities changes the numbers).
+SHIFTS = (0, 1, 2, 1, 0)
 
 
 @pytest.fixture(scope="module")
 def runs_and_arrays(tmp_path_factory):
     """Two tiny runs on a 3-class tree, and a CIFAR-10-C folder whose every severity holds the
-    runs' test images labelled with the next class (so that both runs make errors; the
-    expected accuracies follow from each run's predictions.npz)."""
+    runs' test images, labelled per severity as SHIFTS says (so that both runs make errors;
+    the expected accuracies follow from each run's predictions.npz)."""
     root = tmp_path_factory.mktemp("c10c")
     tree = write_tree(root / "tree")
     runs = {}
@@ -33,10 +38,10 @@ def runs_and_arrays(tmp_path_factory):
         runs[name] = root / name
     test = load_data(load_config(runs["a"] / "config.yaml").data, False).test
     images = test.images.numpy().transpose(0, 2, 3, 1)
-    labels = (test.labels.numpy() + 1) % 3
+    labels = [(test.labels.numpy() + shift) % 3 for shift in SHIFTS]  # one array a severity
     folder = root / "CIFAR-10-C"
     folder.mkdir()
-    np.save(folder / "labels.npy", np.tile(labels, 5))
+    np.save(folder / "labels.npy", np.concatenate(labels))
     for name in CORRUPTIONS:
         np.save(folder / f"{name}.npy", np.concatenate([images] * 5))
     return runs, folder, labels
@@ -60,29 +65,37 @@ def expected_accuracy(run, labels):
     return float((pred == labels).mean())
 
 
-def test_accuracy_per_corruption_and_severity_and_unnormalised_mce(runs_and_arrays, cli):
+def expected_error(run, labels) -> float:
+    """A corruption's error averaged over its severities."""
+    return float(np.mean([1 - expected_accuracy(run, s) for s in labels]))
+
+
+@pytest.mark.parametrize("name", ["a", "b"])
+def test_accuracy_per_corruption_and_severity_and_unnormalised_mce(runs_and_arrays, cli, name,
+                                                                  tmp_path):
     runs, folder, labels = runs_and_arrays
-    code, out, err = cli("robustness", runs["a"], "--cifar10c", folder)
+    run = shutil.copytree(runs[name], tmp_path / name)  # run b stays a baseline never written
+    code, out, err = cli("robustness", run, "--cifar10c", folder)
     assert code == 0, err
-    rows = read_csv(runs["a"] / "cifar10c.csv")
+    rows = read_csv(run / "cifar10c.csv")
     assert [(r["corruption"], int(r["severity"])) for r in rows] == \
         [(c, s) for c in CORRUPTIONS for s in range(1, 6)]
-    clean = expected_accuracy(runs["a"], labels)
     for r in rows:
-        assert float(r["accuracy"]) == pytest.approx(clean)
-        assert float(r["error"]) == pytest.approx(1 - clean)
+        accuracy = expected_accuracy(run, labels[int(r["severity"]) - 1])
+        assert float(r["accuracy"]) == pytest.approx(accuracy)
+        assert float(r["error"]) == pytest.approx(1 - accuracy)
     # Unnormalised: mean error over severities, averaged over the benchmark's corruptions only.
-    assert f"mCE {1 - clean:.4f} (unnormalised)" in out
-    md = (runs["a"] / "cifar10c.md").read_text()
-    assert "| saturate (extra) |" in md and f"**{1 - clean:.4f}**" in md
+    error = expected_error(run, labels)
+    assert f"mCE {error:.4f} (unnormalised)" in out
+    md = (run / "cifar10c.md").read_text()
+    assert "| saturate (extra) |" in md and f"**{error:.4f}**" in md
 
 
 def test_mce_relative_to_a_baseline_run(runs_and_arrays, cli):
     runs, folder, labels = runs_and_arrays
     code, out, err = cli("robustness", runs["a"], "--cifar10c", folder, "--baseline", runs["b"])
     assert code == 0, err
-    err_a = 1 - expected_accuracy(runs["a"], labels)
-    err_b = 1 - expected_accuracy(runs["b"], labels)
+    err_a, err_b = expected_error(runs["a"], labels), expected_error(runs["b"], labels)
     if err_b == 0:
         pytest.skip("the baseline made no error on these images")
     assert f"mCE {err_a / err_b:.4f} (relative to {runs['b']})" in out

@@ -57,6 +57,7 @@ def main(work: Path) -> dict:
                                               "--executor", "ray"])
         found["compare_same"] = table(work / "compare-ray" / "compare.csv") == \
             table(work / "compare-local" / "compare.csv")
+        found["study_tables"] = len(list((work / "study-local" / "tables").glob("*.csv")))
         found["study_same"] = all(
             table(t) == table(work / "study-ray" / "tables" / t.name)
             for t in (work / "study-local" / "tables").glob("*.csv"))

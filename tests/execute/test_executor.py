@@ -81,7 +81,7 @@ def test_two_copies_started_together_train_each_run_once(command, compare_file, 
     outputs = [c.communicate(timeout=600) for c in copies]
     assert [c.returncode for c in copies] == [0, 0], outputs
     runs = run_dirs(tmp_path / "out")
-    assert len(runs) == 4 if command == "compare" else 3
+    assert len(runs) == (4 if command == "compare" else 3)
     logs = "".join(out + err for out, err in outputs)
     for run in runs:  # trained once: by one copy, from scratch, every epoch once
         assert logs.count(f"training into {run}") == 1, logs

@@ -55,7 +55,7 @@ def test_compare_and_study_on_ray_write_the_local_tables(ray_findings):
     f = ray_findings
     assert (f["compare_local_rc"], f["compare_ray_rc"]) == (0, 0)
     assert (f["study_local_rc"], f["study_ray_rc"]) == (0, 0)
-    assert f["compare_same"] and f["study_same"]
+    assert f["compare_same"] and f["study_same"] and f["study_tables"] > 0
 
 
 def test_each_ray_task_records_its_gpu(ray_findings):
@@ -76,4 +76,15 @@ def test_an_unreachable_cluster_is_one_line_before_any_work(tmp_path, cli):
     assert code == 2
     assert err.strip().splitlines()[-1].startswith(
         "reslab compare: error: --executor: cannot reach the Ray cluster at ray://127.0.0.1:1 (")
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_missing_ray_extra_is_one_line_before_any_work(tmp_path, cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("runs: [{model: {arch: resnet20}}]\n")
+    code, _, err = cli("compare", cfg, "--out", tmp_path / "out", "--executor", "ray")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == \
+        "reslab compare: error: --executor ray needs Ray: pip install 'reslab[ray]'"
     assert not (tmp_path / "out" / "runs").exists()

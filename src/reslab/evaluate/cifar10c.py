@@ -48,7 +48,9 @@ def read_labels(folder: Path) -> np.ndarray:
     labels = np.load(path, mmap_mode="r")
     if labels.ndim != 1 or len(labels) % SEVERITIES or not len(labels):
         raise ReslabError(f"{path}: shape {labels.shape}; expected ({SEVERITIES} * n,) labels")
-    return np.array(labels[: len(labels) // SEVERITIES], dtype=np.int64)  # a copy: writable
+    # (5, n): the release repeats the test labels for each severity; each block is read as
+    # its own all the same, so a file that does not repeat them is still scored right.
+    return np.array(labels, dtype=np.int64).reshape(SEVERITIES, -1)  # a copy: writable
 
 
 def present_corruptions(folder: Path) -> list[str]:
@@ -77,14 +79,14 @@ def evaluate_cifar10c(lr: LoadedRun, folder: Path) -> list[dict]:
         raise ReslabError(f"{folder / 'labels.npy'}: labels {labels.min()}..{labels.max()}; "
                           f"the run has {len(lr.classes)} classes")
     names = present_corruptions(folder)
-    arrays = {name: read_corruption(folder, name, len(labels)) for name in names}
+    arrays = {name: read_corruption(folder, name, labels.shape[1]) for name in names}
     rows = []
     levels = [(name, s) for name in names for s in range(1, SEVERITIES + 1)]
     for name, severity in track(levels, total=len(levels), description="CIFAR-10-C"):
         images = torch.from_numpy(np.ascontiguousarray(
             arrays[name][severity - 1].transpose(0, 3, 1, 2)))
         check_shape(lr, images, folder / f"{name}.npy")
-        data = ImageSet(images, torch.from_numpy(labels))
+        data = ImageSet(images, torch.from_numpy(labels[severity - 1]))
         acc = loss_and_accuracy(*lr.predict(lr.loader(data), tta=lr.cfg.train.tta))[1]
         rows.append({"corruption": name, "severity": severity, "accuracy": acc,
                      "error": 1.0 - acc})
