@@ -128,3 +128,8 @@ def test_eval_refuses_a_data_folder_that_now_splits_differently(tmp_path, cli, m
         "under data.root, or a data.* key changed); its test split would not be the one the "
         "run was scored on\n")
     assert snapshot(run) == before
+    # Resuming it (to train longer) would go on from the new split: refused the same way.
+    code, _, err = cli("train", "--resume", run, "--set", "train.epochs=2")
+    assert code == 2 and err.startswith(f"reslab train: error: {run}: the data no longer "
+                                        "splits as it did in training (train/val/test 13/4/4")
+    assert err.count("\n") == 1 and snapshot(run) == before

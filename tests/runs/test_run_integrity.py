@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from reslab.runs.checkpoint import DIGEST_KEY, load_checkpoint
 from reslab.training import train
@@ -192,3 +193,31 @@ def test_a_refused_resume_override_writes_nothing(run, cli):
     code, _, err = cli("train", "--resume", run, "--set", "model.width=32")
     assert code == 2 and err.count("\n") == 1 and "does not fit the configured model" in err
     assert snapshot(run) == before  # config.yaml and env.json not rewritten
+
+
+def test_a_run_config_that_is_not_utf8_is_one_line(run, cli):
+    (run / "config.yaml").write_bytes(b"data: {source: digits}\n# caf\xe9\n")
+    before = snapshot(run)
+    code, out, err = cli("eval", run)
+    assert code == 2 and out == ""
+    assert err == (f"reslab eval: error: {run / 'config.yaml'}: not UTF-8 text (byte 28: "
+                   "b'\\xe9'); save it as UTF-8\n")
+    assert snapshot(run) == before
+
+
+def test_a_repeats_plan_that_is_not_utf8_is_one_line(tmp_path, cli):
+    from tests.conftest import _fast_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_fast_config(data={"max_per_class": 10},
+                                               train={"epochs": 1})))
+    out = tmp_path / "rep"
+    assert cli("train", cfg, "--repeats", "2", "--out", out, "--quiet")[0] == 0
+    plan = out / "repeats.yaml"
+    plan.write_bytes(plan.read_bytes() + b"# caf\xe9\n")
+    before = snapshot(out)
+    for command in (["report", out], ["train", "--resume", out]):
+        code, _, err = cli(*command)
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"reslab {command[0]}: error: {plan}: not UTF-8 text (byte "), err
+    assert snapshot(out) == before

@@ -612,7 +612,7 @@ def _mean_curves_section(out: Path, groups: dict[str, list[RunDir]]) -> Section:
 # --------------------------------------------------------------------------- repeats
 def _repeats_sections(repeats: RepeatsDir) -> list[Section]:
     runs = repeats.member_runs()
-    plan = repeats.plan_yaml.read_text() if repeats.plan_yaml.is_file() else ""
+    plan = repeats.read_plan_text() or ""
     return [Section("Config", [Pre(plan.rstrip(), "yaml")] if plan else []),
             _repeats_summary_section(repeats),
             _mean_curves_section(repeats.mean_curves_png, {repeats.path.resolve().name: runs})

@@ -70,9 +70,22 @@ RESULT_NUMBERS = ("best_val_acc", "final_val_acc", "test_acc", "params", "epochs
 RESUME_DATA_KEYS = frozenset({"data.root", "data.workers", "data.cache_dir"})
 
 
+def text_or_none(path: Path) -> str | None:
+    """A text file reslab wrote (None if absent); one line naming it if it is not UTF-8 any
+    more (edited or damaged by hand), never a traceback."""
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ReslabError(f"{path}: not UTF-8 text (byte {err.start}); reslab writes it as "
+                          "UTF-8: restore it or delete it") from None
+
+
 def marked_kind(path: Path) -> str | None:
     marker = Path(path) / MARKER
-    return marker.read_text().strip() if marker.is_file() else None
+    text = text_or_none(marker)
+    return text.strip() if text is not None else None
 
 
 def claim_dir(path: Path, kind: str, flag: str = "--out",
@@ -223,7 +236,7 @@ class RunDir(Directory):
                               "nothing was changed")
 
     def read_config_text(self) -> str | None:
-        return self.config.read_text() if self.config.is_file() else None
+        return text_or_none(self.config)
 
     def read_classes(self) -> list[str]:
         if not self.classes.exists():
@@ -457,8 +470,7 @@ class RunDir(Directory):
             raise ReslabError(f"{csv}: {first_line_of(err)}; the file is damaged") from None
 
     def read_robustness_md(self, mode: str = "display") -> str | None:
-        md = self.robustness_files(mode)[1]
-        return md.read_text() if md.is_file() else None
+        return text_or_none(self.robustness_files(mode)[1])
 
     # Written by `export`.
     export = property(lambda self: self.path / "export")
@@ -505,10 +517,11 @@ class SweepDir(Directory):
         """Trial directories are named by trial number, so one directory holds one study."""
         db = self.study_db.name
         claim_dir(self.path, "sweep", own_files=(db, f"{db}-journal", f"{db}-wal", f"{db}-shm"))
-        if self.study_txt.exists() and self.study_txt.read_text().strip() != study:
-            raise ReslabError(f"{self.path} holds study {self.study_txt.read_text().strip()!r}, "
+        held = text_or_none(self.study_txt)
+        if held is not None and held.strip() != study:
+            raise ReslabError(f"{self.path} holds study {held.strip()!r}, "
                               f"not {study!r}; give another --out DIR for a different study")
-        if not self.study_txt.exists():
+        if held is None:
             atomic_write_text(self.study_txt, study + "\n")
 
     trials = property(lambda self: self.path / "trials")
@@ -531,10 +544,10 @@ class SweepDir(Directory):
         atomic_write_text(self.best_yaml, text)
 
     def read_best(self) -> str | None:
-        return self.best_yaml.read_text() if self.best_yaml.is_file() else None
+        return text_or_none(self.best_yaml)
 
     def read_factors(self) -> str | None:
-        return self.factors_md.read_text() if self.factors_md.is_file() else None
+        return text_or_none(self.factors_md)
 
     def write_factors(self, markdown: str) -> None:
         atomic_write_text(self.factors_md, markdown)
@@ -648,6 +661,9 @@ class RepeatsDir(Directory):
             raise ReslabError(f"{found.path} is not a repeats directory (no repeats.yaml)")
         return found
 
+    def read_plan_text(self) -> str | None:
+        return text_or_none(self.plan_yaml)
+
     def seed_run(self, seed: int) -> RunDir:
         return RunDir(self.path / f"seed-{seed}")
 
@@ -708,7 +724,7 @@ class StudyDir(SignificanceFiles, Directory):
         atomic_write_text(self.plan_yaml, text)
 
     def read_plan(self) -> str | None:
-        return self.plan_yaml.read_text() if self.plan_yaml.is_file() else None
+        return text_or_none(self.plan_yaml)
 
     def claim(self) -> None:
         claim_dir(self.path, "study")
@@ -798,7 +814,7 @@ class StudyDir(SignificanceFiles, Directory):
         atomic_write_text(self.summary_md, text)
 
     def read_summary(self) -> str | None:
-        return self.summary_md.read_text() if self.summary_md.is_file() else None
+        return text_or_none(self.summary_md)
 
 
 class LrFindDir(Directory):
@@ -853,7 +869,7 @@ class DataDir(Directory):
         return read_json(self.overview)
 
     def read_overview_md(self) -> str | None:
-        return self.overview_md.read_text() if self.overview_md.is_file() else None
+        return text_or_none(self.overview_md)
 
 
 def environment_warning(runs: Mapping[str, RunDir]) -> str | None:
