@@ -48,8 +48,8 @@ def read_labels(folder: Path) -> np.ndarray:
     labels = np.load(path, mmap_mode="r")
     if labels.ndim != 1 or len(labels) % SEVERITIES or not len(labels):
         raise ReslabError(f"{path}: shape {labels.shape}; expected ({SEVERITIES} * n,) labels")
-    # (5, n): the release repeats the test labels for each severity; each block is read as
-    # its own all the same, so a file that does not repeat them is still scored right.
+    # (5, n): the release repeats the n test labels once per severity; each severity is
+    # scored against its own block all the same, so a file whose blocks differ is scored right.
     return np.array(labels, dtype=np.int64).reshape(SEVERITIES, -1)  # a copy: writable
 
 
