@@ -4,7 +4,8 @@ sweep N times (a fresh directory each time) beside CPU-burning processes, and re
 rerun: the exit code, the trial's state in study.db, whether its result.json exists, and the
 last line the parent printed.
 
-    python benchmarks/sweep_stress.py --reruns 20 --burners 4 --out benchmarks/results/sweep-stress.json
+    python benchmarks/sweep_stress.py --reruns 20 --burners 2 \
+        --out benchmarks/results/sweep-stress.json
 
 This is a fault hunt, not a timing: the seconds it records are only there to spot a hang.
 """
