@@ -36,6 +36,16 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def refused(cli, folder: Path, *args) -> tuple[str, str]:
+    """Run `reslab ARGS...`: it must exit 2 and leave every file in `folder` byte-identical.
+    -> (stdout, stderr)."""
+    before = snapshot(folder)
+    code, out, err = cli(*args)
+    assert code == 2, err
+    assert snapshot(folder) == before
+    return out, err
+
+
 def flip_bytes_inside_a_tensor(path: Path, count: int = 2000) -> None:
     """Invert `count` bytes in the middle of the largest tensor's data: the file keeps its size
     and its zip structure, as a bad disk sector or a bit-rotted copy would leave it."""
@@ -55,20 +65,16 @@ def flip_bytes_inside_a_tensor(path: Path, count: int = 2000) -> None:
 
 def test_a_same_size_corrupted_checkpoint_is_refused_and_nothing_overwritten(run, cli):
     flip_bytes_inside_a_tensor(run / "best.pt")
-    before = snapshot(run)
-    code, out, err = cli("eval", run)
-    assert code == 2 and out == ""
+    out, err = refused(cli, run, "eval", run)
+    assert out == ""
     assert err == (f"reslab eval: error: checkpoint {run / 'best.pt'} is corrupt: its content "
                    "does not match the sha256 written when it was saved; nothing was changed\n")
-    assert snapshot(run) == before
 
 
 def test_predict_and_resume_check_the_digest_too(run, cli, tmp_path):
     flip_bytes_inside_a_tensor(run / "last.pt")
-    before = snapshot(run)
-    code, _, err = cli("train", "--resume", run, "--set", "train.epochs=2")
-    assert code == 2 and err.count("\n") == 1 and f"checkpoint {run / 'last.pt'} is corrupt" in err
-    assert snapshot(run) == before
+    _, err = refused(cli, run, "train", "--resume", run, "--set", "train.epochs=2")
+    assert err.count("\n") == 1 and f"checkpoint {run / 'last.pt'} is corrupt" in err
 
 
 def test_a_checkpoint_with_non_finite_weights_is_refused(run, cli):
@@ -79,12 +85,9 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(run, cli):
 
     ckpt[DIGEST_KEY] = content_digest(ckpt)  # a faithful digest of NaN weights
     torch.save(ckpt, run / "best.pt")
-    before = snapshot(run)
-    code, _, err = cli("eval", run)
-    assert code == 2 and err == (f"reslab eval: error: checkpoint {run / 'best.pt'} holds "
-                                 f"non-finite weights (NaN or inf in {name}); nothing was "
-                                 "changed\n")
-    assert snapshot(run) == before
+    _, err = refused(cli, run, "eval", run)
+    assert err == (f"reslab eval: error: checkpoint {run / 'best.pt'} holds non-finite "
+                   f"weights (NaN or inf in {name}); nothing was changed\n")
 
 
 def test_a_checkpoint_from_before_the_digest_still_loads(run, cli):
@@ -110,31 +113,25 @@ def test_every_checkpoint_written_carries_its_digest(run):
 def test_an_empty_or_unparsable_run_config_is_never_read_as_defaults(run, cli, content,
                                                                      expected):
     (run / "config.yaml").write_text(content)
-    before = snapshot(run)
-    code, out, err = cli("eval", run)
-    assert code == 2 and out == ""
+    out, err = refused(cli, run, "eval", run)
+    assert out == ""
     assert err == "reslab eval: error: " + expected.format(path=run / "config.yaml") + "\n"
-    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("content", ["", "[not json", '{"a": 1}', "[]"])
 def test_an_empty_or_unparsable_classes_json_is_one_line(run, cli, content):
     (run / "classes.json").write_text(content)
-    before = snapshot(run)
-    code, _, err = cli("eval", run)
-    assert code == 2 and err.count("\n") == 1 and str(run / "classes.json") in err
-    assert snapshot(run) == before
+    _, err = refused(cli, run, "eval", run)
+    assert err.count("\n") == 1 and str(run / "classes.json") in err
 
 
 def test_a_checkpoint_of_other_classes_is_refused(run, cli):
     (run / "classes.json").write_text('["cat", "dog"]')
-    before = snapshot(run)
-    code, _, err = cli("eval", run)
-    assert code == 2 and err == (
+    _, err = refused(cli, run, "eval", run)
+    assert err == (
         f"reslab eval: error: checkpoint {run / 'best.pt'} was trained on 10 classes ('0', "
         f"'1', '2', '3', ... (6 more)), but {run / 'classes.json'} lists 2 ('cat', 'dog'); "
         "it belongs to another run\n")
-    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("name, content", [
@@ -148,28 +145,21 @@ def test_resume_with_a_garbled_metrics_or_env_file_is_one_line(run, cli, name, c
     path.write_text(content + "".join(rows[1:]) if name == "metrics.jsonl" else content)
     if name == "metrics.jsonl":  # a second row, so the garbled one is not a torn last row
         path.write_text(path.read_text() + rows[0])
-    before = snapshot(run)
-    code, _, err = cli("train", "--resume", run, "--set", "train.epochs=2")
-    assert code == 2 and err.count("\n") == 1 and str(path) in err, err
-    assert snapshot(run) == before
+    _, err = refused(cli, run, "train", "--resume", run, "--set", "train.epochs=2")
+    assert err.count("\n") == 1 and str(path) in err, err
 
 
 def test_set_data_on_a_finished_run_is_refused(run, cli):
-    before = snapshot(run)
-    code, _, err = cli("train", "--resume", run, "--set", "data.split_seed=7")
-    assert code == 2 and err == (f"reslab train: error: --set data.split_seed: {run} has "
-                                 "finished; its data cannot change (train a new run with --out "
-                                 "instead); nothing was changed\n")
-    assert snapshot(run) == before
+    _, err = refused(cli, run, "train", "--resume", run, "--set", "data.split_seed=7")
+    assert err == (f"reslab train: error: --set data.split_seed: {run} has finished; its data "
+                   "cannot change (train a new run with --out instead); nothing was changed\n")
 
 
 def test_split_keys_on_a_started_run_are_refused(run, cli):
     (run / "result.json").unlink()  # an interrupted run: started, not finished
-    before = snapshot(run)
-    code, _, err = cli("train", "--resume", run, "--set", "data.val_fraction=0.3")
-    assert code == 2 and err.count("\n") == 1
+    _, err = refused(cli, run, "train", "--resume", run, "--set", "data.val_fraction=0.3")
+    assert err.count("\n") == 1
     assert f"--set data.val_fraction: {run} has started" in err
-    assert snapshot(run) == before
 
 
 def test_os_errors_name_the_file_never_the_temp_file(tmp_path, monkeypatch):
@@ -189,20 +179,17 @@ def test_os_errors_name_the_file_never_the_temp_file(tmp_path, monkeypatch):
 
 def test_a_refused_resume_override_writes_nothing(run, cli):
     (run / "result.json").unlink()  # an interrupted run
-    before = snapshot(run)
-    code, _, err = cli("train", "--resume", run, "--set", "model.width=32")
-    assert code == 2 and err.count("\n") == 1 and "does not fit the configured model" in err
-    assert snapshot(run) == before  # config.yaml and env.json not rewritten
+    # refused() also checks that config.yaml and env.json were not rewritten
+    _, err = refused(cli, run, "train", "--resume", run, "--set", "model.width=32")
+    assert err.count("\n") == 1 and "does not fit the configured model" in err
 
 
 def test_a_run_config_that_is_not_utf8_is_one_line(run, cli):
     (run / "config.yaml").write_bytes(b"data: {source: digits}\n# caf\xe9\n")
-    before = snapshot(run)
-    code, out, err = cli("eval", run)
-    assert code == 2 and out == ""
+    out, err = refused(cli, run, "eval", run)
+    assert out == ""
     assert err == (f"reslab eval: error: {run / 'config.yaml'}: not UTF-8 text (byte 28: "
                    "b'\\xe9'); save it as UTF-8\n")
-    assert snapshot(run) == before
 
 
 def test_a_repeats_plan_that_is_not_utf8_is_one_line(tmp_path, cli):
@@ -215,9 +202,7 @@ def test_a_repeats_plan_that_is_not_utf8_is_one_line(tmp_path, cli):
     assert cli("train", cfg, "--repeats", "2", "--out", out, "--quiet")[0] == 0
     plan = out / "repeats.yaml"
     plan.write_bytes(plan.read_bytes() + b"# caf\xe9\n")
-    before = snapshot(out)
     for command in (["report", out], ["train", "--resume", out]):
-        code, _, err = cli(*command)
-        assert code == 2 and err.count("\n") == 1, err
+        _, err = refused(cli, out, *command)
+        assert err.count("\n") == 1, err
         assert err.startswith(f"reslab {command[0]}: error: {plan}: not UTF-8 text (byte "), err
-    assert snapshot(out) == before

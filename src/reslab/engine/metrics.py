@@ -107,7 +107,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor,
     """Top-label ECE (L1): sum over equal-width confidence bins of |accuracy - confidence|
     weighted by the bin's share of images, from probabilities. Binned as torchmetrics'
     MulticlassCalibrationError bins (float32 confidences, bins [lo, hi), a confidence of
-    exactly 1.0 a bin of its own), so the two agree (tests/runs/test_metrics.py) without its
+    exactly 1.0 a bin of its own), so the two agree (tests/engine/test_metrics.py) without its
     ~2 s of imports on every run. Per bin, |hits - sum of confidences| / N is
     count / N * |accuracy - confidence|."""
     confidence, predicted = probs.max(1)

@@ -155,7 +155,7 @@ def to_markdown(rows: list[dict], summary: dict, title: str) -> str:
               *(f"{r['accuracy']:.4f}" for r in rows if r["corruption"] == name), f"{ce:.4f}"]
              for name, ce in summary["ce"].items()]
     lines = [f"# CIFAR-10-C: {title}", "", f"Accuracy per corruption and severity; CE {how}.",
-             "", markdown_table(header, table, [False] + [True] * (SEVERITIES + 1))]
+             "", markdown_table(header, table)]
     if summary["mce"] is not None:
         lines += ["", f"mCE over the benchmark corruptions present: **{summary['mce']:.4f}**"]
     return "\n".join(lines) + "\n"

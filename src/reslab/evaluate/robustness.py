@@ -221,7 +221,7 @@ def to_markdown(rows: list[dict], info: dict, title: str) -> str:
              f"Clean accuracy: **{rows[0]['accuracy']:.4f}**", "",
              markdown_table(["perturbation", "severity", "accuracy", "drop"],
                             [[r["perturbation"], r["severity"], f"{r['accuracy']:.4f}",
-                              f"{r['drop']:.4f}"] for r in rows], [False, True, True, True])]
+                              f"{r['drop']:.4f}"] for r in rows])]
     mca = mean_corruption_accuracy(rows)
     if mca is not None:
         lines += ["", f"Mean corruption accuracy: **{mca:.4f}** "

@@ -70,6 +70,12 @@ RESULT_NUMBERS = ("best_val_acc", "final_val_acc", "test_acc", "params", "epochs
 RESUME_DATA_KEYS = frozenset({"data.root", "data.workers", "data.cache_dir"})
 
 
+def _write_yaml(path: Path, mapping: Mapping) -> Path:
+    """A mapping as YAML in its own key order, written atomically; returns `path`."""
+    atomic_write_text(path, yaml.safe_dump(dict(mapping), sort_keys=False))
+    return path
+
+
 def text_or_none(path: Path) -> str | None:
     """A text file reslab wrote (None if absent); one line naming it if it is not UTF-8 any
     more (edited or damaged by hand), never a traceback."""
@@ -484,8 +490,7 @@ class RunDir(Directory):
     demo_sweep = property(lambda self: SweepDir(self.path / "sweep"))
 
     def write_demo_sweep(self, spec: Mapping) -> Path:
-        atomic_write_text(self.demo_sweep_yaml, yaml.safe_dump(dict(spec), sort_keys=False))
-        return self.demo_sweep_yaml
+        return _write_yaml(self.demo_sweep_yaml, spec)
 
 
 class SweepDir(Directory):
@@ -746,9 +751,7 @@ class StudyDir(SignificanceFiles, Directory):
 
     def write_sweep_spec(self, variant: str, spec: Mapping) -> Path:
         """The variant's sweep file (the sweep reads it from there); returns its path."""
-        path = self.sweep_yaml(variant)
-        atomic_write_text(path, yaml.safe_dump(dict(spec), sort_keys=False))
-        return path
+        return _write_yaml(self.sweep_yaml(variant), spec)
 
     def sweep(self, variant: str) -> SweepDir:
         return SweepDir(self.variant(variant) / "sweep")

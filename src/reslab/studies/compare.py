@@ -162,7 +162,7 @@ def _entry(item: Any, i: int, path: Path, overrides: list[str]) -> Entry:
         if not run.config.is_file():
             raise ReslabError(f"{where}: {target} is a directory without {run.config.name} "
                               "(not a run or repeats directory)")
-        return Entry(safe_name(target.resolve().name), RunDir(target).read_config(), target)
+        return Entry(safe_name(target.resolve().name), run.read_config(), target)
     if not target.is_file():
         raise ReslabError(f"{where}: {target} not found (expected a config file or a run "
                           "directory)")

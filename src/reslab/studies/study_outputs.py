@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..config import get_key
 from ..formatting import is_number
 from ..report import write_report
 from ..report.html import significance_sentence
@@ -86,13 +87,6 @@ def hyperparameter_keys(study_plan: StudyPlan) -> list[str]:
     return swept + [k for k in HYPERPARAMETERS if k not in swept]
 
 
-def lookup(raw: dict, dotted: str) -> Any:
-    node: Any = raw
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 def write_hyperparameters(study_plan: StudyPlan, target: StudyDir) -> None:
     keys = hyperparameter_keys(study_plan)
     rows = []
@@ -101,7 +95,7 @@ def write_hyperparameters(study_plan: StudyPlan, target: StudyDir) -> None:
         if best is not None:
             cfg = best.to_dict()
             rows.append([variant.name, *(variant.values[a] for a in study_plan.axes),
-                         *(lookup(cfg, k) for k in keys)])
+                         *(get_key(cfg, k) for k in keys)])
     save_table(target, "table1-hyperparameters", ["variant", *study_plan.axes, *keys], rows)
 
 

@@ -22,6 +22,7 @@ from ..config import (
     absolute_paths,
     apply_overrides,
     fan_out_keys,
+    get_key,
     parse_mapping,
     read_config_file,
     read_yaml,
@@ -253,9 +254,7 @@ def _normalise_space(sweep: Sweep) -> None:
         typed = []
         for value in samples:
             cfg = sweep.config_for({key: value}, f"{sweep.path}: space.{key}")
-            node: Any = cfg.to_dict()
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
+            node = get_key(cfg.to_dict(), key)
             if isinstance(node, (dict, list)):
                 raise ReslabError(f"{sweep.path}: space.{key}: names a config section, "
                                   "expected a single key like train.lr")
